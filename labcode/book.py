@@ -1,0 +1,33 @@
+"""Small helpers for the chapters: numbers in prose that come from code.
+
+On the website, `glue("name", value)` hands a computed value to MyST-NB so the prose
+can quote it with {glue:text}`name` (the book's rule: every number in the prose comes
+from a cell above it). In Colab or plain Jupyter, where MyST-NB is not installed, it
+simply shows the value, so the notebook still reads well.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+def glue(name: str, value: Any, display: bool = True) -> Any:
+    """Make `value` quotable as `name` in the book's prose, and show it.
+
+    Args:
+        name: the key used in markdown as {glue:text}`name`.
+        value: a number, string or matplotlib figure.
+        display: also show the value in the notebook's output.
+
+    Returns:
+        The value, so a cell can write `acc = glue("acc", evaluate(...))`.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"glue: name must be a non-empty string, got {name!r}")
+    try:
+        from myst_nb import glue as _myst_glue
+    except ImportError:  # Colab, plain Jupyter: no book machinery
+        if display:
+            print(f"{name} = {value}")
+        return value
+    _myst_glue(name, value, display=display)
+    return value
