@@ -17,12 +17,25 @@ $(VENV)/.installed-test: pyproject.toml
 	$(PY) -m pip install -q -e ".[test,book]"
 	touch $@ $(VENV)/.installed-base
 
+# Warnings are errors. Executed notebooks are cached in _build/.jupyter_cache, keyed
+# on their code only: after a LABCODE_QUICK=1 build, `make clean` before a full one.
 book: $(VENV)/.installed-base
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
 
+# Opens every page of _build/html in headless Chromium (/usr/bin/chromium, Debian
+# package `chromium`); run `make book` first. Screenshots go to _build/screenshots.
+.PHONY: browser-test
+$(VENV)/.installed-browser: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e ".[test,book,browser]"
+	touch $@
+
+browser-test: $(VENV)/.installed-browser
+	$(PY) -m pytest -q tests/test_browser.py
+
 test: $(VENV)/.installed-test
 	LABCODE_QUICK=1 $(PY) -m pytest -q tests
-	LABCODE_QUICK=1 $(PY) -m pytest -q --nbval-lax chapters
+	LABCODE_QUICK=1 $(PY) -m pytest -q --nbval-lax chapters --ignore-glob='*/exercises.ipynb'
 
 bench: $(VENV)/.installed-test
 	$(PY) benchmarks/layers.py
