@@ -1,0 +1,152 @@
+"""How fast are labcode's from-scratch layers next to torch's built-in kernels?
+
+Times forward plus backward of `labcode.functional` against `torch.nn.functional` on
+layer shapes taken from AlexNet (Krizhevsky et al. 2012), EfficientNetV2 (Tan & Le
+2021) and the Vision Transformer (Dosovitskiy et al. 2021), scaled down so that the
+whole run takes a minute or two on two CPU cores. The two implementations alternate
+within one run (same machine state, same noise), each case is repeated, and the
+table reports medians and the ratio ours / torch, with the geometric mean of the
+ratios at the end. Nothing is asserted: timings are information, not tests.
+
+    python benchmarks/layers.py [--repeats 7] [--device cpu] [--scale 1.0]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+import labcode.functional as LF
+
+
+@dataclass
+class Case:
+    name: str
+    shapes: str
+    ours: Callable[..., torch.Tensor]
+    theirs: Callable[..., torch.Tensor]
+    make: Callable[[torch.device], list[torch.Tensor]]
+
+
+def conv_case(name, batch, c_in, c_out, size, kernel, stride=1, padding=0, groups=1, image=False):
+    """A convolution; `image` inputs (the first layer's) need no input gradient."""
+
+    def make(device):
+        x = torch.randn(batch, c_in, size, size, device=device, requires_grad=not image)
+        w = torch.randn(c_out, c_in // groups, kernel, kernel, device=device) * 0.05
+        b = torch.zeros(c_out, device=device)
+        return [x, w.requires_grad_(), b.requires_grad_()]
+
+    shapes = f"{batch}x{c_in}x{size}x{size} -> {c_out}, k{kernel}/s{stride}" + (
+        f", groups {groups}" if groups > 1 else ""
+    )
+    return Case(
+        name, shapes,
+        lambda x, w, b: LF.conv2d(x, w, b, stride, padding, 1, groups),
+        lambda x, w, b: F.conv2d(x, w, b, stride, padding, 1, groups),
+        make,
+    )
+
+
+def pool_case(name, ours, theirs, batch, channels, size, kernel, stride):
+    def make(device):
+        return [torch.randn(batch, channels, size, size, device=device, requires_grad=True)]
+
+    return Case(
+        name, f"{batch}x{channels}x{size}x{size}, k{kernel}/s{stride}",
+        lambda x: ours(x, kernel, stride), lambda x: theirs(x, kernel, stride), make,
+    )
+
+
+def attention_case(batch, heads, tokens, width):
+    def make(device):
+        return [torch.randn(batch, heads, tokens, width, device=device, requires_grad=True)
+                for _ in range(3)]
+
+    return Case(
+        "attention (ViT-B)", f"{batch}x{heads}x{tokens}x{width}",
+        LF.scaled_dot_product_attention, F.scaled_dot_product_attention, make,
+    )
+
+
+def cases(scale: float) -> list[Case]:
+    n = max(1, round(8 * scale))
+    return [
+        conv_case("conv 5x5 (AlexNet conv2)", n, 64, 192, 27, 5, padding=2),
+        conv_case("conv 11x11/4 (AlexNet conv1)", n, 3, 64, 227, 11, stride=4, padding=2, image=True),
+        conv_case("grouped conv (AlexNet-2012 conv2)", n, 96, 256, 27, 5, padding=2, groups=2),
+        conv_case("conv 3x3 (Fused-MBConv)", n, 48, 192, 28, 3, padding=1),
+        conv_case("depthwise 3x3 (MBConv)", 2 * n, 256, 256, 24, 3, padding=1, groups=256),
+        conv_case("patch embedding 16/16 (ViT)", n, 3, 768, 224, 16, stride=16, image=True),
+        pool_case("max pool 3/2 (AlexNet)", LF.max_pool2d, F.max_pool2d, 2 * n, 96, 55, 3, 2),
+        pool_case("avg pool 3/2", LF.avg_pool2d, F.avg_pool2d, 2 * n, 96, 55, 3, 2),
+        attention_case(n, 12, 197, 64),
+    ]
+
+
+def step(fn: Callable[..., torch.Tensor], inputs: list[torch.Tensor], grad: torch.Tensor) -> tuple[float, float]:
+    """Seconds for one forward pass, and for the forward and backward passes together."""
+    for t in inputs:
+        t.grad = None
+    _sync(inputs[0])
+    start = time.perf_counter()
+    out = fn(*inputs)
+    _sync(inputs[0])
+    forward = time.perf_counter() - start
+    out.backward(grad)
+    _sync(inputs[0])
+    return forward, time.perf_counter() - start
+
+
+def _sync(t: torch.Tensor) -> None:
+    if t.device.type == "cuda":
+        torch.cuda.synchronize(t.device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--scale", type=float, default=1.0, help="batch size multiplier")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, "
+          f"median of {args.repeats}, forward + backward\n")
+    header = (f"{'layer':34} {'shape':38} {'torch ms':>9} {'ours ms':>9} {'forward':>8} "
+              f"{'ours/torch':>10}")
+    print(header)
+    print("-" * len(header))
+    ratios, forward_ratios = [], []
+    for case in cases(args.scale):
+        inputs = case.make(device)
+        grad = torch.randn_like(case.theirs(*inputs).detach())
+        times = {"ours": [], "torch": []}
+        for fn in (case.ours, case.theirs):  # warm-up: allocator, thread pool, caches
+            step(fn, inputs, grad)
+        for _ in range(args.repeats):  # alternate, so both see the same machine state
+            times["ours"].append(step(case.ours, inputs, grad))
+            times["torch"].append(step(case.theirs, inputs, grad))
+        ours = [statistics.median(t) for t in zip(*times["ours"])]  # (forward, total)
+        theirs = [statistics.median(t) for t in zip(*times["torch"])]
+        ratios.append(ours[1] / theirs[1])
+        forward_ratios.append(ours[0] / theirs[0])
+        print(f"{case.name:34} {case.shapes:38} {theirs[1] * 1e3:9.2f} {ours[1] * 1e3:9.2f} "
+              f"{ours[0] / theirs[0]:8.2f} {ours[1] / theirs[1]:10.2f}", flush=True)
+    print("-" * len(header))
+    print(f"{'geometric mean of ours/torch':92} {geomean(forward_ratios):8.2f} {geomean(ratios):10.2f}")
+    print("(forward: ratio of the forward pass alone; ours/torch: forward + backward)")
+
+
+def geomean(values: list[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+if __name__ == "__main__":
+    main()

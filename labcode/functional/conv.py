@@ -1,0 +1,381 @@
+"""Two-dimensional convolution written from scratch, fast enough to train with.
+
+A convolution slides a kernel of size (kh, kw) over the padded input and, at every
+window, takes a dot product across the window and the input channels. Written that
+way it is six nested loops (`conv2d_loop`, for reading). The fast versions below never
+loop over pixels in Python; at most they loop over the kh * kw kernel offsets ("taps"):
+
+    output = sum over taps (i, j) of  shift_ij(input) @ W_ij
+
+where shift_ij(input) is the input seen through the strided window that tap (i, j)
+visits, laid out channels-last as a (pixels, channels) matrix, and W_ij is the
+kernel's (in channels, out channels) slice at that tap. Matrix-multiply libraries run
+best with a long inner dimension, so the default path copies every window once into
+a (pixels, kh * kw * channels) matrix ("im2col") and multiplies it by the kernel in one
+product; when that copy would be too big, one product per tap is summed instead
+("implicit GEMM"). Two special cases get their own path:
+
+- patch embedding (kernel == stride, as in the Vision Transformer, Dosovitskiy et al.
+  2021, arXiv 2010.11929): the windows do not overlap, so the input is just reshaped
+  into patches, no copy of overlapping windows; a 1x1 convolution is the same thing;
+- depthwise convolution (groups == in channels, MobileNetV2 and EfficientNetV2, Tan &
+  Le 2021, arXiv 2104.00298): each channel has its own kernel, so each tap is an
+  element-wise multiply-add, never a dense matrix product.
+
+The backward pass is written by hand, which is both the fast way and the lesson:
+the gradient with respect to the weight at tap (i, j) is shift_ij(input)^T @ grad;
+the gradient with respect to the input scatters grad @ W_ij^T back through the same
+windows. That scatter is itself a convolution: of the output gradient, spread out by
+the stride (stride - 1 zeros between its pixels) and padded by d(k - 1) - p, with the
+kernel flipped in both axes and its in and out channels swapped (see the tests).
+Arithmetic follows Dumoulin & Visin, arXiv 1603.07285.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from labcode.functional._checks import (
+    IntPair, autocast_dtype, check_floating, check_rank, check_tensor, check_window_fits,
+    no_autocast, pair,
+)
+from labcode.functional.sizes import conv_padding
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+# Largest window matrix (bytes) that the dense convolution copies out at once.
+IM2COL_MAX_BYTES = 1 << 30
+
+
+def conv2d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: IntPair = 1,
+    padding: IntPair | str = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+) -> torch.Tensor:
+    """2-D convolution (cross-correlation, as in every deep-learning library).
+
+    Args:
+        input: (N, C_in, H, W).
+        weight: (C_out, C_in / groups, kh, kw).
+        bias: (C_out,) or None.
+        stride: step between windows, an int or (sh, sw).
+        padding: zeros added on each side, an int or (ph, pw), or "valid", "same"
+            (output size = input size, stride 1 only; an odd total puts the extra
+            pixel at the end, as torch does) or "full" (d(k - 1) on each side).
+        dilation: spacing between kernel taps, an int or (dh, dw).
+        groups: split the channels into this many independent convolutions.
+
+    Returns:
+        (N, C_out, H_out, W_out), with H_out = floor((H + pads - d(kh - 1) - 1) / s) + 1.
+        Float16 and bfloat16 are computed in float32 and returned in their own dtype.
+    """
+    fn = "conv2d"
+    check_tensor(fn, "input", input)
+    check_tensor(fn, "weight", weight)
+    check_tensor(fn, "bias", bias, optional=True)
+    check_rank(fn, "input", input, 4, "(N, C, H, W)")
+    check_rank(fn, "weight", weight, 4, "(C_out, C_in / groups, kh, kw)")
+    check_floating(fn, "input", input)
+    check_floating(fn, "weight", weight)
+    if isinstance(groups, bool) or not isinstance(groups, int):
+        raise TypeError(f"{fn}: groups must be an int, got {groups!r}")
+    if groups < 1:
+        raise ValueError(f"{fn}: groups must be at least 1, got {groups}")
+    channels, out_channels = input.shape[1], weight.shape[0]
+    if channels % groups or out_channels % groups:
+        raise ValueError(
+            f"{fn}: groups={groups} must divide the input channels ({channels}) "
+            f"and the output channels ({out_channels})"
+        )
+    if channels != weight.shape[1] * groups:
+        raise ValueError(
+            f"{fn}: weight {tuple(weight.shape)} with groups={groups} expects "
+            f"{weight.shape[1] * groups} input channels, got {channels} "
+            f"(input shape {tuple(input.shape)})"
+        )
+    if bias is not None and tuple(bias.shape) != (out_channels,):
+        raise ValueError(
+            f"{fn}: bias must have shape ({out_channels},), got {tuple(bias.shape)}"
+        )
+    stride = pair(fn, "stride", stride, minimum=1)
+    dilation = pair(fn, "dilation", dilation, minimum=1)
+    kernel = (weight.shape[2], weight.shape[3])
+    if min(kernel) < 1:
+        raise ValueError(f"{fn}: kernel size must be at least 1, got {kernel}")
+    pads = conv_padding(fn, padding, kernel, dilation, stride)  # (top, bottom, left, right)
+    padded = (input.shape[2] + pads[0] + pads[1], input.shape[3] + pads[2] + pads[3])
+    reach = (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
+    check_window_fits(fn, "the (dilated) kernel", reach, padded)
+
+    device_type = input.device.type
+    dtype = autocast_dtype(device_type) or _result_type(input, weight, bias)
+    compute = torch.float32 if dtype in LOW_PRECISION else dtype
+    with no_autocast(device_type):
+        x, w = input.to(compute), weight.to(compute)
+        b = None if bias is None else bias.to(compute)
+        if stride == kernel and dilation == (1, 1) and groups == 1:
+            out = _patch_conv(x, w, b, pads)
+        elif groups == channels and channels > 1:
+            x = F.pad(x, (pads[2], pads[3], pads[0], pads[1])) if any(pads) else x
+            out = _DepthwiseConv.apply(x, w, b, stride, dilation)
+        else:
+            out = _DenseConv.apply(x, w, b, stride, pads, dilation, groups)
+        out = out.contiguous(memory_format=_memory_format(input))
+    return out.to(dtype)
+
+
+def _result_type(*tensors: torch.Tensor | None) -> torch.dtype:
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        if t is not None:
+            dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """Keep the caller's layout: channels-last in, channels-last out, as torch does."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _out_size(size: int, kernel: int, stride: int, dilation: int) -> int:
+    return (size - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _tap(x: torch.Tensor, i: int, j: int, out_hw, stride, dilation) -> torch.Tensor:
+    """The strided window that kernel tap (i, j) sees, along dims -3, -2 of (..., H, W, C)."""
+    (ho, wo), (sh, sw), (dh, dw) = out_hw, stride, dilation
+    return x[..., i * dh: i * dh + sh * (ho - 1) + 1: sh, j * dw: j * dw + sw * (wo - 1) + 1: sw, :]
+
+
+def _patch_conv(x, weight, bias, pads):
+    """Kernel == stride, no dilation, one group: non-overlapping patches, one product."""
+    if any(pads):
+        x = F.pad(x, (pads[2], pads[3], pads[0], pads[1]))
+    n, c, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    ho, wo = h // kh, w // kw
+    x = x[:, :, : ho * kh, : wo * kw]  # torch drops the pixels no window reaches
+    patches = x.reshape(n, c, ho, kh, wo, kw).permute(0, 2, 4, 1, 3, 5)  # (N, Ho, Wo, C, kh, kw)
+    patches = patches.reshape(n * ho * wo, c * kh * kw)  # (N*Ho*Wo, C*kh*kw)
+    w2d = weight.reshape(o, c * kh * kw).t()  # (C*kh*kw, O)
+    out = patches @ w2d if bias is None else torch.addmm(bias, patches, w2d)  # (N*Ho*Wo, O)
+    return out.view(n, ho, wo, o).permute(0, 3, 1, 2)  # (N, O, Ho, Wo), channels-last
+
+
+class _DenseConv(torch.autograd.Function):
+    """Grouped convolution as matrix products over channels-last windows."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, pads, dilation, groups):
+        n, c, h, w = x.shape
+        o, cg, kh, kw = weight.shape
+        g, og = groups, o // groups
+        top, bottom, left, right = pads
+        hp, wp = h + top + bottom, w + left + right
+        out_hw = (_out_size(hp, kh, stride[0], dilation[0]), _out_size(wp, kw, stride[1], dilation[1]))
+        m = n * out_hw[0] * out_hw[1]  # output pixels
+        # Padded input, group-major and channels-last: (G, N, Hp, Wp, Cg)
+        xg = x.new_zeros((g, n, hp, wp, cg)) if any(pads) else x.new_empty((g, n, hp, wp, cg))
+        xg[:, :, top: top + h, left: left + w] = x.view(n, g, cg, h, w).permute(1, 0, 3, 4, 2)
+        wg = weight.view(g, og, cg, kh, kw).permute(0, 3, 4, 2, 1)  # (G, kh, kw, Cg, Og)
+        wg = wg.reshape(g, kh * kw * cg, og)  # tap-major rows, matching im2col's columns
+        out = x.new_empty((g, m, og))  # (G, N*Ho*Wo, Og), a fresh buffer: never the bias's memory
+        if bias is None:
+            out.zero_()
+        else:
+            out.copy_(bias.view(g, 1, og).expand(g, m, og))
+        use_im2col = m * kh * kw * cg * x.element_size() <= IM2COL_MAX_BYTES
+        if use_im2col:
+            # One product with kh*kw*Cg terms per output: BLAS is at its best with a long
+            # inner dimension, far better than with kh*kw thin products of Cg terms.
+            cols = _im2col(xg, (kh, kw), out_hw, stride, dilation)  # (G, M, kh*kw*Cg)
+            out.baddbmm_(cols, wg)
+            saved = cols
+        else:
+            # Too big to copy every window at once: one product per tap ("implicit GEMM").
+            taps = wg.view(g, kh, kw, cg, og)
+            for i in range(kh):
+                for j in range(kw):
+                    window = _tap(xg, i, j, out_hw, stride, dilation).reshape(g, m, cg)
+                    out.baddbmm_(window, taps[:, i, j])  # (G, M, Cg) @ (G, Cg, Og)
+            saved = xg
+        ctx.save_for_backward(saved, wg)
+        ctx.conf = (x.shape, (kh, kw), stride, pads, dilation, out_hw, use_im2col, bias is not None)
+        out = out.view(g, n, out_hw[0], out_hw[1], og).permute(1, 0, 4, 2, 3)  # (N, G, Og, Ho, Wo)
+        return out.reshape(n, o, out_hw[0], out_hw[1])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        saved, wg = ctx.saved_tensors
+        (n, c, h, w), (kh, kw), stride, pads, dilation, out_hw, use_im2col, has_bias = ctx.conf
+        g, _, og = wg.shape
+        cg = c // g
+        m = n * out_hw[0] * out_hw[1]
+        hp, wp = h + pads[0] + pads[1], w + pads[2] + pads[3]
+        # (N, O, Ho, Wo) -> (G, N*Ho*Wo, Og), the layout of the forward's output
+        grad = grad_out.reshape(n, g, og, out_hw[0], out_hw[1]).permute(1, 0, 3, 4, 2).reshape(g, m, og)
+        grad_x = grad_w = grad_b = None
+        if has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum(1).reshape(g * og)
+        if ctx.needs_input_grad[1]:
+            # dL/dW at tap (i, j) = window_ij^T @ grad, all taps in one product
+            if use_im2col:
+                gw = torch.bmm(saved.transpose(1, 2), grad)  # (G, kh*kw*Cg, Og)
+            else:
+                gw = wg.new_empty((g, kh, kw, cg, og))
+                for i in range(kh):
+                    for j in range(kw):
+                        window = _tap(saved, i, j, out_hw, stride, dilation).reshape(g, m, cg)
+                        gw[:, i, j] = torch.bmm(window.transpose(1, 2), grad)
+            grad_w = gw.view(g, kh, kw, cg, og).permute(0, 4, 3, 1, 2).reshape(g * og, cg, kh, kw)
+        if ctx.needs_input_grad[0]:
+            # dL/dx: every window sends grad @ W_ij^T back to the pixels it read.
+            gxg = wg.new_zeros((g, n, hp, wp, cg))  # (G, N, Hp, Wp, Cg)
+            taps = wg.view(g, kh, kw, cg, og)
+            if use_im2col:
+                grad_cols = torch.bmm(grad, wg.transpose(1, 2))  # (G, M, kh*kw*Cg)
+                grad_cols = grad_cols.view(g, n, out_hw[0], out_hw[1], kh, kw, cg)
+            else:
+                part = wg.new_empty((g, m, cg))
+            for i in range(kh):
+                for j in range(kw):
+                    if use_im2col:
+                        part_ij = grad_cols[:, :, :, :, i, j]
+                    else:
+                        part_ij = torch.bmm(grad, taps[:, i, j].transpose(1, 2), out=part)
+                        part_ij = part_ij.view(g, n, out_hw[0], out_hw[1], cg)
+                    _tap(gxg, i, j, out_hw, stride, dilation).add_(part_ij)
+            grad_x = _ungroup(gxg, pads, (h, w))
+        return grad_x, grad_w, grad_b, None, None, None, None
+
+
+def _im2col(xg, kernel, out_hw, stride, dilation):
+    """Every window of (G, N, Hp, Wp, Cg) copied into one (G, N*Ho*Wo, kh*kw*Cg) matrix."""
+    g, n, hp, wp, cg = xg.shape
+    s_g, s_n, s_h, s_w, s_c = xg.stride()
+    windows = xg.as_strided(
+        (g, n, out_hw[0], out_hw[1], kernel[0], kernel[1], cg),
+        (s_g, s_n, s_h * stride[0], s_w * stride[1], s_h * dilation[0], s_w * dilation[1], s_c),
+    )  # (G, N, Ho, Wo, kh, kw, Cg), a view
+    return windows.reshape(g, n * out_hw[0] * out_hw[1], kernel[0] * kernel[1] * cg)
+
+
+def _ungroup(gxg, pads, hw):
+    """(G, N, Hp, Wp, Cg) padded gradient -> (N, C, H, W) gradient of the unpadded input."""
+    g, n, _, _, cg = gxg.shape
+    top, _, left, _ = pads
+    inner = gxg[:, :, top: top + hw[0], left: left + hw[1]]  # (G, N, H, W, Cg)
+    return inner.permute(1, 0, 4, 2, 3).reshape(n, g * cg, hw[0], hw[1])
+
+
+class _DepthwiseConv(torch.autograd.Function):
+    """One kernel per channel: kh * kw element-wise multiply-adds of shifted inputs."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, dilation):
+        n, c, hp, wp = x.shape  # already padded
+        o, _, kh, kw = weight.shape
+        multiplier = o // c
+        # Output channel k reads input channel k // multiplier.
+        xr = x if multiplier == 1 else x.repeat_interleave(multiplier, dim=1)  # (N, O, Hp, Wp)
+        out_hw = (_out_size(hp, kh, stride[0], dilation[0]), _out_size(wp, kw, stride[1], dilation[1]))
+        out = torch.empty((n, o) + out_hw, dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
+        if bias is None:
+            out.zero_()
+        else:
+            out.copy_(bias.view(1, o, 1, 1).expand_as(out))
+        taps = weight.reshape(o, kh * kw).t().reshape(kh, kw, 1, o, 1, 1)  # per tap (1, O, 1, 1)
+        for i in range(kh):
+            for j in range(kw):
+                out.addcmul_(_tap_nchw(xr, i, j, out_hw, stride, dilation), taps[i, j])
+        ctx.save_for_backward(xr, taps)
+        ctx.conf = (x.shape, weight.shape, stride, dilation, out_hw, bias is not None)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        xr, taps = ctx.saved_tensors
+        x_shape, w_shape, stride, dilation, out_hw, has_bias = ctx.conf
+        n, c, hp, wp = x_shape
+        o, _, kh, kw = w_shape
+        grad_x = grad_w = grad_b = None
+        if has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad_out.sum((0, 2, 3))
+        if ctx.needs_input_grad[1]:
+            gw = taps.new_empty((kh, kw, o))
+            product = torch.empty_like(grad_out, memory_format=torch.contiguous_format)
+            for i in range(kh):
+                for j in range(kw):
+                    window = _tap_nchw(xr, i, j, out_hw, stride, dilation)
+                    torch.mul(grad_out, window, out=product)  # (N, O, Ho, Wo)
+                    # sum over pixels (a contiguous run), then over the batch
+                    gw[i, j] = product.view(n, o, -1).sum(2).sum(0)
+            grad_w = gw.view(kh * kw, o).t().reshape(w_shape)
+        if ctx.needs_input_grad[0]:
+            gx = torch.zeros_like(xr)  # (N, O, Hp, Wp)
+            for i in range(kh):
+                for j in range(kw):
+                    _tap_nchw(gx, i, j, out_hw, stride, dilation).addcmul_(grad_out, taps[i, j])
+            grad_x = gx if o == c else gx.view(n, c, o // c, hp, wp).sum(2)
+        return grad_x, grad_w, grad_b, None, None
+
+
+def _tap_nchw(x, i, j, out_hw, stride, dilation):
+    """The strided window that tap (i, j) sees in an (N, C, H, W) tensor."""
+    (ho, wo), (sh, sw), (dh, dw) = out_hw, stride, dilation
+    return x[:, :, i * dh: i * dh + sh * (ho - 1) + 1: sh, j * dw: j * dw + sw * (wo - 1) + 1: sw]
+
+
+def conv2d_loop(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: IntPair = 1,
+    padding: IntPair | str = 0,
+) -> torch.Tensor:
+    """The convolution as the definition reads: a loop over every output value.
+
+    For teaching: slow (four Python loops), one group, no dilation. Models use `conv2d`.
+
+    Args:
+        input: (N, C, H, W).
+        weight: (C_out, C, kh, kw).
+        bias: (C_out,) or None.
+        stride: an int or (sh, sw).
+        padding: an int, (ph, pw), "valid", "same" or "full".
+    """
+    fn = "conv2d_loop"
+    check_tensor(fn, "input", input)
+    check_tensor(fn, "weight", weight)
+    check_tensor(fn, "bias", bias, optional=True)
+    check_rank(fn, "input", input, 4, "(N, C, H, W)")
+    check_rank(fn, "weight", weight, 4, "(C_out, C_in, kh, kw)")
+    if input.shape[1] != weight.shape[1]:
+        raise ValueError(
+            f"{fn}: weight {tuple(weight.shape)} expects {weight.shape[1]} input channels, "
+            f"got {input.shape[1]}"
+        )
+    sh, sw = pair(fn, "stride", stride, minimum=1)
+    out_channels, _, kh, kw = weight.shape
+    top, bottom, left, right = conv_padding(fn, padding, (kh, kw), (1, 1), (sh, sw))
+    x = F.pad(input, (left, right, top, bottom))  # zeros around the image
+    n, _, hp, wp = x.shape
+    check_window_fits(fn, "the kernel", (kh, kw), (hp, wp))
+    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    out = input.new_zeros((n, out_channels, ho, wo))
+    for b in range(n):
+        for k in range(out_channels):
+            for r in range(ho):
+                for s in range(wo):
+                    window = x[b, :, r * sh: r * sh + kh, s * sw: s * sw + kw]  # (C, kh, kw)
+                    out[b, k, r, s] = (window * weight[k]).sum()
+            if bias is not None:
+                out[b, k] += bias[k]
+    return out
