@@ -14,7 +14,8 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "functional", "layers", "models", "device", "data", "train", "viz",
-    "checks", "flops", "widgets", "colab",
+    "checks", "flops", "widgets", "colab", "references", "assign",
+    "grading", "book", "figures", "distributed",
 }
 
 

@@ -1,0 +1,179 @@
+"""Make student notebooks from solution notebooks, and tell when a committed one is stale.
+
+A solution notebook marks each answer with nbgrader's markers, each alone on its line
+(the same convention nbgrader and otter-grader read, so either can grade it too):
+
+    def conv_output_size(n, k, stride=1, padding=0, dilation=1):
+        \"\"\"Output size along one axis.\"\"\"
+        ### BEGIN SOLUTION
+        return (n + 2 * padding - k) // stride + 1
+        ### END SOLUTION
+
+`labcode assign` replaces every marked region of a code cell, markers included, with
+`raise NotImplementedError("Your code here")` at the marker's indentation (markdown
+regions become "YOUR ANSWER HERE"), drops regions between `### BEGIN HIDDEN TESTS` and
+`### END HIDDEN TESTS`, clears outputs and execution counts, keeps every cell's metadata
+(where the points live: {"labcode": {"exercise": "conv_output_size", "points": 2}}, see
+labcode.checks), and writes the result atomically.
+
+The student notebook gets the source's name, less a trailing "_solutions"/"_solution"
+("-solutions"/"-solution") if the name has one: `conv_solutions.ipynb` -> `conv.ipynb`.
+
+For a repository that commits student notebooks next to their solutions:
+    assert_up_to_date("chapters/conv_solutions.ipynb", "chapters/conv.ipynb")
+fails with a message saying how to regenerate them; `labcode assign ... --check` exits 1
+when any is stale.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import nbformat
+
+BEGIN_SOLUTION = "### BEGIN SOLUTION"
+END_SOLUTION = "### END SOLUTION"
+BEGIN_HIDDEN = "### BEGIN HIDDEN TESTS"
+END_HIDDEN = "### END HIDDEN TESTS"
+STUB = 'raise NotImplementedError("Your code here")'
+MARKDOWN_STUB = "YOUR ANSWER HERE"
+_SUFFIX = re.compile(r"[_-]solutions?$")
+
+
+def strip_regions(text: str, begin: str, end: str, replacement: str | None, where: str) -> str:
+    """Replace each begin...end region of `text` (markers included) with `replacement`, indented like the marker.
+
+    replacement None drops the region. Raises ValueError for a marker without its partner.
+    """
+    out: list[str] = []
+    inside_since: int | None = None
+    for number, line in enumerate(text.splitlines(keepends=True), start=1):
+        marker = line.strip()
+        if marker == begin:
+            if inside_since is not None:
+                raise ValueError(f"{where}: line {number}: '{begin}' inside another region opened on line {inside_since}")
+            inside_since = number
+            if replacement is not None:
+                indent = line[: len(line) - len(line.lstrip())]
+                out.append(indent + replacement + ("\n" if line.endswith("\n") else ""))
+        elif marker == end:
+            if inside_since is None:
+                raise ValueError(f"{where}: line {number}: '{end}' without a '{begin}' before it")
+            inside_since = None
+        elif inside_since is None:
+            out.append(line)
+    if inside_since is not None:
+        raise ValueError(f"{where}: line {inside_since}: '{begin}' without a '{end}' after it")
+    result = "".join(out)
+    # The region was the cell's last line: keep the stub, drop a newline the end marker left.
+    return result[:-1] if result.endswith("\n") and not text.endswith("\n") else result
+
+
+def make_student(source: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
+    """The student version of a solution notebook (a new object; the source is unchanged)."""
+    nb = copy.deepcopy(source)
+    for index, cell in enumerate(nb.cells):
+        where = f"{name}: cell {index}"
+        if cell.cell_type == "code":
+            text = strip_regions(cell.source, BEGIN_SOLUTION, END_SOLUTION, STUB, where)
+            cell.source = strip_regions(text, BEGIN_HIDDEN, END_HIDDEN, None, where)
+            cell.outputs = []
+            cell.execution_count = None
+        elif cell.cell_type == "markdown":
+            cell.source = strip_regions(cell.source, BEGIN_SOLUTION, END_SOLUTION, MARKDOWN_STUB, where)
+    return nb
+
+
+def student_name(source: str | os.PathLike) -> str:
+    """File name of the student notebook made from `source`."""
+    path = Path(source)
+    return _SUFFIX.sub("", path.stem) + path.suffix
+
+
+def render(source: str | os.PathLike) -> str:
+    """The text `labcode assign` writes for `source`."""
+    path = Path(source)
+    nb = _read(path)
+    return _dumps(make_student(nb, path.name))
+
+
+def assign(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike) -> list[Path]:
+    """Write the student notebook of each source into out_dir; return the paths written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for source in sources:
+        source = Path(source)
+        target = out / student_name(source)
+        if target.resolve() == source.resolve():
+            raise ValueError(
+                f"labcode assign: {source} would overwrite itself; name solution notebooks "
+                "'*_solutions.ipynb' or write into another --out directory")
+        write_atomic(target, render(source))
+        written.append(target)
+    return written
+
+
+def stale_reasons(source: str | os.PathLike, student: str | os.PathLike) -> list[str]:
+    """What differs between `student` and what assign makes from `source` (empty: up to date).
+
+    Cell ids and notebook-level metadata (kernel, language version) are not compared.
+    """
+    student = Path(student)
+    if not student.exists():
+        return [f"{student} does not exist"]
+    expected = make_student(_read(Path(source)), Path(source).name)
+    try:
+        actual = _read(student)
+    except Exception as error:  # any unreadable file is stale
+        return [f"{student} is not a readable notebook: {error}"]
+    reasons = []
+    if len(expected.cells) != len(actual.cells):
+        reasons.append(f"{student} has {len(actual.cells)} cells, assign makes {len(expected.cells)}")
+    for index, (e, a) in enumerate(zip(expected.cells, actual.cells)):
+        for key in ("cell_type", "source", "metadata", "outputs", "execution_count"):
+            if e.get(key) != a.get(key):
+                reasons.append(f"{student}: cell {index} differs in {key}")
+                break
+    return reasons
+
+
+def is_stale(source: str | os.PathLike, student: str | os.PathLike) -> bool:
+    """True when `student` is not what `labcode assign` would make from `source`."""
+    return bool(stale_reasons(source, student))
+
+
+def assert_up_to_date(source: str | os.PathLike, student: str | os.PathLike) -> None:
+    """AssertionError (with the command that fixes it) when the committed student notebook is stale."""
+    reasons = stale_reasons(source, student)
+    if reasons:
+        raise AssertionError(
+            "student notebook out of date with its solution:\n  " + "\n  ".join(reasons)
+            + f"\nregenerate it with: labcode assign {source} --out {Path(student).parent}")
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write text to path through a temporary file in the same directory and os.replace."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _read(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(str(path), as_version=4)
+
+
+def _dumps(nb: nbformat.NotebookNode) -> str:
+    text = nbformat.writes(nb)
+    return text if text.endswith("\n") else text + "\n"

@@ -1,0 +1,264 @@
+"""Calling a student's function safely: time limit, caught exceptions, in-place changes.
+
+This module is the only part of the checks that touches the student's function. It is
+self-contained on purpose (standard library and torch only, no labcode imports): the
+grader (`labcode.grading`) loads this very file, from the grader's own copy of labcode,
+into the kernel that ran a submission, calls the student's functions there with
+`run_cases`, and sends back plain data: tensors, numbers, strings, lists, dicts. Every
+verdict is then reached in the grader's process, so nothing a notebook patches can change
+a grade.
+
+The record of one call (an "outcome") is a dict:
+    {"status": "ok", "value": <sanitized output>, "seconds": float, "mutated": [names]}
+    {"status": "raised", "type": "RuntimeError", "message": "...", "line": "...", ...}
+    {"status": "timeout", "seconds": float}
+    {"status": "missing"}            (grading only: no function of that name)
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+import sysconfig
+import threading
+import time
+import traceback
+from typing import Any, Callable
+
+import torch
+
+TENSOR_KEY = "__labcode_tensor__"
+OPAQUE_KEY = "__labcode_opaque__"
+
+
+class TimeLimitReached(BaseException):
+    """Raised inside the student's code when the time limit passes.
+
+    A BaseException, so a student's `except Exception:` does not swallow it.
+    """
+
+
+def sanitize(value: Any, depth: int = 0) -> Any:
+    """The output as plain data: tensors become {TENSOR_KEY: cpu tensor, "device": str}.
+
+    Anything that is not a tensor, number, string, None, list, tuple or dict becomes
+    {OPAQUE_KEY: type name, "repr": short repr}, so it can be reported but never run.
+    """
+    if depth > 6:
+        return {OPAQUE_KEY: type(value).__name__, "repr": "(nested too deep)"}
+    if isinstance(value, torch.Tensor):
+        if type(value) is not torch.Tensor and not isinstance(value, torch.nn.Parameter):
+            return {OPAQUE_KEY: type(value).__name__, "repr": "(tensor subclass)"}
+        tensor = value.detach()
+        if tensor.is_complex() or tensor.layout != torch.strided:
+            return {OPAQUE_KEY: f"tensor ({tensor.dtype}, {tensor.layout})", "repr": ""}
+        return {TENSOR_KEY: tensor.cpu().clone(), "device": str(tensor.device)}
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if isinstance(value, (int, float, str)):  # subclasses (IntEnum, numpy.float64) as plain values
+        plain = bool if isinstance(value, bool) else int if isinstance(value, int) else (
+            float if isinstance(value, float) else str)
+        return plain(value)
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        return {OPAQUE_KEY: f"numpy.{type(value).__name__}", "repr": repr(value)[:200],
+                "item": sanitize(value.item(), depth + 1)}
+    if isinstance(value, (list, tuple)):
+        items = [sanitize(v, depth + 1) for v in value[:10_000]]
+        return tuple(items) if isinstance(value, tuple) else items
+    if isinstance(value, dict):
+        return {str(k): sanitize(v, depth + 1) for k, v in list(value.items())[:1000]}
+    try:
+        text = repr(value)[:200]
+    except Exception:  # a student's class whose repr fails
+        text = "(no repr)"
+    name = type(value).__module__ + "." + type(value).__qualname__
+    return {OPAQUE_KEY: name.replace("builtins.", ""), "repr": text}
+
+
+def _clone(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, list):
+        return [_clone(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_clone(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _clone(v) for k, v in value.items()}
+    return value
+
+
+def _changed(before: Any, after: Any) -> bool:
+    if isinstance(before, torch.Tensor):
+        return not (
+            isinstance(after, torch.Tensor)
+            and after.shape == before.shape
+            and after.dtype == before.dtype
+            and torch.equal(after.detach().cpu(), before.cpu())
+        )
+    if isinstance(before, (list, tuple)):
+        return (type(after) is not type(before) or len(after) != len(before)
+                or any(_changed(b, a) for b, a in zip(before, after)))
+    if isinstance(before, dict):
+        return (not isinstance(after, dict) or set(after) != set(before)
+                or any(_changed(before[k], after[k]) for k in before))
+    return False
+
+
+_LIBRARY_DIRS = tuple(
+    os.path.realpath(p) + os.sep
+    for p in {sysconfig.get_paths()[key] for key in ("stdlib", "purelib", "platlib")}
+)
+_THIS_FILE = os.path.realpath(__file__) if "__file__" in globals() else ""
+
+
+def _student_line(tb: Any) -> str:
+    """'line 7: out = x @ w' for the last traceback frame in the student's own code."""
+    found = ""
+    for frame in traceback.extract_tb(tb):
+        path = os.path.realpath(frame.filename) if not frame.filename.startswith("<") else frame.filename
+        if path == _THIS_FILE or path.startswith(_LIBRARY_DIRS) or os.sep + "labcode" + os.sep in path:
+            continue
+        code = (frame.line or "").strip()
+        found = f"line {frame.lineno} in {frame.name}" + (f": {code}" if code else "")
+    return found
+
+
+def call_with_time_limit(fn: Callable, args: tuple, kwargs: dict, seconds: float | None) -> Any:
+    """fn(*args, **kwargs), raising TimeLimitReached if it runs past `seconds`.
+
+    On the main thread of a Unix process (a Jupyter kernel, a script, pytest) a SIGALRM
+    timer interrupts the student's code and repeats every 50 ms in case the code catches
+    the first one. Elsewhere the call runs in a daemon thread and is abandoned when the
+    time is up (Python cannot stop a thread; it finishes in the background).
+    """
+    if seconds is None or seconds == math.inf:
+        return fn(*args, **kwargs)
+    seconds = max(seconds, 0.01)
+    use_signal = (hasattr(signal, "setitimer")
+                  and threading.current_thread() is threading.main_thread())
+    if use_signal:
+        state = {"armed": True}
+
+        def on_alarm(signum: int, frame: Any) -> None:
+            if state["armed"]:
+                raise TimeLimitReached()
+
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, seconds, 0.05)
+        try:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                state["armed"] = False
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as error:  # handed back to the caller's thread
+            box["error"] = error
+
+    worker = threading.Thread(target=target, daemon=True, name="labcode-check")
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise TimeLimitReached()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def run_case(fn: Callable, args: tuple, kwargs: dict, arg_names: list[str],
+             seconds: float | None) -> dict:
+    """Call fn once on copies of the inputs and record what happened (an outcome dict)."""
+    call_args, call_kwargs = _clone(args), _clone(kwargs)
+    start = time.perf_counter()
+    try:
+        value = call_with_time_limit(fn, call_args, call_kwargs, seconds)
+    except TimeLimitReached:
+        return {"status": "timeout", "seconds": time.perf_counter() - start}
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # the student's code may raise anything, even SystemExit
+        try:
+            message = str(error)
+        except Exception:
+            message = "(message could not be shown)"
+        return {
+            "status": "raised",
+            "type": type(error).__name__,
+            "message": message[:2000],
+            "line": _student_line(error.__traceback__),
+            "not_implemented": isinstance(error, NotImplementedError),
+            "seconds": time.perf_counter() - start,
+        }
+    seconds_used = time.perf_counter() - start
+    mutated = [arg_names[i] if i < len(arg_names) else f"argument {i + 1}"
+               for i, (a, b) in enumerate(zip(args, call_args)) if _changed(a, b)]
+    mutated += [k for k in kwargs if _changed(kwargs[k], call_kwargs.get(k))]
+    return {"status": "ok", "value": sanitize(value), "seconds": seconds_used, "mutated": mutated}
+
+
+def run_cases(fn: Callable | None, cases: list, arg_names: list[str],
+              seconds: float | None, device: str | None = None) -> list[dict]:
+    """Outcomes of fn on each (args, kwargs) case, in order, sharing one time budget.
+
+    Stops after the first call that raises or times out: the checks report the first
+    failure only. `device` moves tensor inputs there before the call.
+    """
+    if fn is None or not callable(fn):
+        return [{"status": "missing", "type": type(fn).__name__}]
+    outcomes = []
+    used = 0.0
+    for args, kwargs in cases:
+        if device is not None:
+            args, kwargs = _to_device(args, device), _to_device(kwargs, device)
+        left = None if seconds is None else seconds - used
+        if left is not None and left <= 0:
+            outcomes.append({"status": "timeout", "seconds": 0.0})
+            break
+        outcome = run_case(fn, args, kwargs, arg_names, left)
+        used += outcome.get("seconds", 0.0)
+        outcomes.append(outcome)
+        if outcome["status"] != "ok":
+            break
+    return outcomes
+
+
+def _to_device(value: Any, device: str) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    return value
+
+
+def grade_in_kernel(namespace: dict, cases_path: str, results_path: str) -> None:
+    """Used by the grader inside a submission's kernel: run every requested check's cases.
+
+    `cases_path` holds {exercise: {"function", "arg_names", "seconds", "cases"}}; the
+    outcomes go to `results_path` as {exercise: [outcome, ...]}, written with torch.save
+    so the grader can read them back with weights_only=True (no code runs on loading).
+    """
+    jobs = torch.load(cases_path, weights_only=True)
+    results = {}
+    for exercise, job in jobs.items():
+        fn = namespace.get(job["function"])
+        try:
+            results[exercise] = run_cases(fn, job["cases"], job["arg_names"], job["seconds"])
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:  # keep going with the next exercise
+            results[exercise] = [{"status": "raised", "type": type(error).__name__,
+                                  "message": str(error)[:2000], "line": "",
+                                  "not_implemented": False, "seconds": 0.0}]
+    tmp = results_path + ".tmp"
+    torch.save(results, tmp)
+    os.replace(tmp, results_path)
+    sys.stdout.flush()

@@ -1,0 +1,373 @@
+"""Checks for chapter 1 (convolutional networks): output sizes, padding, convolution, pooling, parameters.
+
+Convolution arithmetic follows Dumoulin & Visin, "A guide to convolution arithmetic for
+deep learning" (arXiv 1603.07285). Each `check.X(fn)` compares the student's fn with
+`labcode.references.X` on the cases below, smallest first, and names the usual mistake
+when the student's answer equals one of the wrong functions listed with it.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from labcode import references as ref
+from labcode.checks.core import Case, CheckResult, Exercise, Mistake, register, run_check, seeded
+
+PADDINGS = ("valid", "same", "full")
+
+
+# ---------------------------------------------------------------------------------------
+# conv_output_size
+
+
+def _conv_output_size_cases() -> list[Case]:
+    _, rng = seeded("conv_output_size")
+    configs = set()
+    for n, k, s, p in [(5, 3, 1, 0), (5, 3, 1, 1), (7, 3, 2, 1), (1, 1, 1, 0), (8, 2, 2, 0),
+                       (5, 3, 1, "same"), (6, 4, 1, "same"), (5, 3, 1, "full"), (5, 3, 1, "valid"),
+                       (7, 3, 2, "full"), (4, 4, 1, 0)]:
+        configs.add((n, k, s, p, 1))
+    while len(configs) < 200:
+        n, k = rng.randint(1, 64), rng.randint(1, 11)
+        stride = rng.choice([1, 1, 2, 2, 3, 4])
+        padding = rng.choice([0, 0, 1, 2, 3, "valid", "same", "full"])
+        dilation = 1 if rng.random() < 0.85 else rng.randint(2, 3)
+        if padding == "same":
+            stride = 1
+        span = dilation * (k - 1) + 1
+        extra = 2 * padding if isinstance(padding, int) else sum(ref.padding_amount(padding, span))
+        if n + extra < span:
+            continue
+        configs.add((n, k, stride, padding, dilation))
+    ordered = sorted(configs, key=lambda c: (c[4] > 1, c[0] + c[1], c[1], c[2], str(c[3])))
+    return [Case((n, k, s, p), {"dilation": d} if d > 1 else {}) for n, k, s, p, d in ordered]
+
+
+def _size_with(pads: dict, n: int, k: int, stride: int = 1, padding=0, dilation: int = 1) -> int:
+    span = dilation * (k - 1) + 1
+    if isinstance(padding, str):
+        before, after = pads[padding](span)
+    else:
+        before = after = padding
+    return (n + before + after - span) // stride + 1
+
+
+def _rounded_up(n: int, k: int, stride: int = 1, padding=0, dilation: int = 1) -> int:
+    span = dilation * (k - 1) + 1
+    before, after = ref.padding_amount(padding, span) if isinstance(padding, str) else (padding, padding)
+    return -(-(n + before + after - span) // stride) + 1
+
+
+CONV_OUTPUT_SIZE = register(Exercise(
+    name="conv_output_size",
+    signature="conv_output_size(n, k, stride, padding, dilation=1) -> int",
+    arg_names=["n", "k", "stride", "padding"],
+    reference=ref.conv_output_size,
+    make_cases=_conv_output_size_cases,
+    kind="int",
+    mistakes=[
+        Mistake(_rounded_up,
+                "the division by the stride must round down (//): a window that does not fit is dropped"),
+        Mistake(lambda *a, **kw: ref.conv_output_size(*a, **kw) + 1,
+                "one too many: floor((n + 2p - k) / s) + 1 already counts the first window once"),
+        Mistake(lambda *a, **kw: ref.conv_output_size(*a, **kw) - 1,
+                "one too few: did you forget the + 1 that counts the first window?"),
+        Mistake(lambda n, k, stride=1, padding=0, dilation=1: _size_with(
+            {"valid": lambda s: (0, 0), "same": lambda s: (s - 1, s - 1), "full": lambda s: (s - 1, s - 1)},
+            n, k, stride, padding, dilation),
+            "'same' pads k - 1 pixels in total, about (k - 1) / 2 on each side, not k - 1 on each side"),
+        Mistake(lambda n, k, stride=1, padding=0, dilation=1: _size_with(
+            {"valid": lambda s: (0, 0), "same": lambda s: ((s - 1) // 2, s - 1 - (s - 1) // 2),
+             "full": lambda s: (s, s)}, n, k, stride, padding, dilation),
+            "'full' pads k - 1 pixels on each side (the kernel must overlap at least one input pixel), not k"),
+        Mistake(lambda n, k, stride=1, padding=0, dilation=1: ref.conv_output_size(n, k, 1, padding, dilation),
+                "the stride is missing: divide the distance the window can travel by the stride"),
+        Mistake(lambda n, k, stride=1, padding=0, dilation=1: ref.conv_output_size(n, k, stride, padding, 1),
+                "dilation spreads the kernel: it covers dilation * (k - 1) + 1 pixels"),
+    ],
+))
+
+
+def conv_output_size(fn, *, time_limit: float | None = None, points: float = 1, verbose: bool = True) -> CheckResult:
+    """Check fn(n, k, stride, padding, dilation=1) -> int, the output size along one axis.
+
+    padding is an int (pixels on each side) or 'valid', 'same' (stride 1 only) or 'full';
+    dilation is passed as a keyword, only in the last cases.
+    """
+    return run_check(CONV_OUTPUT_SIZE, fn, time_limit=time_limit, points=points, verbose=verbose)
+
+
+# ---------------------------------------------------------------------------------------
+# padding_amount
+
+
+def _padding_amount_cases() -> list[Case]:
+    return [Case((mode, k)) for k in range(1, 12) for mode in PADDINGS]
+
+
+PADDING_AMOUNT = register(Exercise(
+    name="padding_amount",
+    signature="padding_amount(mode, k) -> (before, after)",
+    arg_names=["mode", "k"],
+    reference=ref.padding_amount,
+    make_cases=_padding_amount_cases,
+    kind="ints",
+    mistakes=[
+        Mistake(lambda mode, k: (k - 1, k - 1) if mode == "same" else ref.padding_amount(mode, k),
+                "'same' adds k - 1 pixels in total, split between the two sides, not k - 1 on each side"),
+        Mistake(lambda mode, k: (k // 2, (k - 1) // 2) if mode == "same" else ref.padding_amount(mode, k),
+                "for an even k the odd pixel of 'same' padding goes after (at the end), as in torch"),
+        Mistake(lambda mode, k: (k, k) if mode == "full" else ref.padding_amount(mode, k),
+                "'full' adds k - 1 on each side: the kernel's last pixel just touches the first input pixel"),
+    ],
+))
+
+
+def padding_amount(fn, *, time_limit: float | None = None, points: float = 1, verbose: bool = True) -> CheckResult:
+    """Check fn(mode, k) -> (before, after) for mode in 'valid', 'same', 'full' and k from 1 to 11."""
+    return run_check(PADDING_AMOUNT, fn, time_limit=time_limit, points=points, verbose=verbose)
+
+
+# ---------------------------------------------------------------------------------------
+# conv2d and conv2d_loop
+
+
+def _conv2d_cases(name: str, count: int, max_size: int, max_channels: int) -> list[Case]:
+    gen, rng = seeded(name)
+    configs = [  # (N, C, H, W, O, kh, kw, stride, padding, bias)
+        (1, 1, 3, 3, 1, 3, 3, 1, 0, False), (1, 1, 4, 4, 1, 2, 2, 1, 0, True),
+        (1, 1, 5, 5, 1, 3, 3, 2, 1, True), (1, 2, 4, 6, 2, 3, 3, 1, "same", True),
+        (2, 1, 5, 4, 1, 3, 3, 1, "full", False), (1, 1, 5, 5, 2, 3, 3, 1, "valid", True),
+        (1, 3, 5, 7, 2, 1, 1, 1, 0, True), (2, 2, 6, 5, 3, 3, 2, 2, 0, True),
+    ]
+    while len(configs) < count:
+        n, c, o = rng.randint(1, 3), rng.randint(1, max_channels), rng.randint(1, max_channels)
+        h, w = rng.randint(1, max_size), rng.randint(1, max_size)
+        padding = rng.choice([0, 0, 1, 2, "valid", "same", "full"])
+        if isinstance(padding, str):
+            kh = kw = rng.choice([1, 3, 5])
+        else:
+            kh, kw = rng.randint(1, 4), rng.randint(1, 4)
+        stride = 1 if padding == "same" else rng.choice([1, 1, 2, 3])
+        pad = (kh - 1 if padding == "full" else 0) if isinstance(padding, str) else padding
+        if h + 2 * pad < kh or w + 2 * pad < kw:
+            continue
+        configs.append((n, c, h, w, o, kh, kw, stride, padding, rng.random() < 0.7))
+    configs = configs[:8] + sorted(configs[8:], key=lambda c: c[0] * c[1] * c[2] * c[3] * c[4] * c[5] * c[6])
+    cases = []
+    for n, c, h, w, o, kh, kw, stride, padding, bias in configs:
+        x = torch.randn(n, c, h, w, generator=gen)
+        weight = torch.randn(o, c, kh, kw, generator=gen)
+        b = torch.randn(o, generator=gen) if bias else None
+        cases.append(Case((x, weight, b, stride, padding)))
+    return cases
+
+
+def _flipped(x, w, b=None, stride=1, padding=0):
+    return ref.conv2d(x, w.flip(-1, -2), b, stride, padding)
+
+
+def _same_too_wide(x, w, b=None, stride=1, padding=0):
+    if padding == "same":
+        k = w.shape[-1]
+        return F.conv2d(F.pad(x, (k - 1,) * 4), w, b, stride=stride)
+    return ref.conv2d(x, w, b, stride, padding)
+
+
+_CONV_MISTAKES = [
+    Mistake(_flipped, "your output is a true convolution (kernel flipped); a CNN layer computes the "
+            "cross-correlation: sum of x[i + a, j + b] * w[a, b], no flipping"),
+    Mistake(lambda x, w, b=None, stride=1, padding=0: ref.conv2d(x, w, None, stride, padding),
+            "the bias is missing: add b[o] to every position of output channel o"),
+    Mistake(_same_too_wide, "'same' pads k - 1 pixels in total, (k - 1) / 2 on each side, not k - 1 on each side"),
+    Mistake(lambda x, w, b=None, stride=1, padding=0: ref.conv2d(x, w, b, 1, padding),
+            "the stride is ignored: move the window by `stride` pixels between outputs"),
+    Mistake(lambda x, w, b=None, stride=1, padding=0: ref.conv2d(x, w, b, stride, 0 if isinstance(padding, int) else padding),
+            "the int padding is ignored: pad `padding` zeros on every side first"),
+    Mistake(lambda x, w, b=None, stride=1, padding=0: ref.conv2d(x, w.transpose(-1, -2), b, stride, padding)
+            if w.shape[-1] == w.shape[-2] else None,
+            "the kernel is transposed: w[o, c, a, b] multiplies x[n, c, i + a, j + b], rows first"),
+]
+
+_CONV_DOC = """Check fn(x, w, b=None, stride=1, padding=0) -> tensor: a 2-D cross-correlation layer.
+
+    x is (N, C, H, W), w is (O, C, kh, kw), b is (O,) or None, stride an int and padding
+    an int (zeros on every side) or 'valid', 'same' (stride 1 only, odd kernels) or 'full'.
+    The answer is (N, O, H', W') in x's dtype, on x's device. The check calls
+    fn(x, w, b, stride, padding) with float32 tensors on the CPU, or on `device`.
+    """
+
+CONV2D = register(Exercise(
+    name="conv2d", signature="conv2d(x, w, b=None, stride=1, padding=0) -> tensor",
+    arg_names=["x", "w", "b", "stride", "padding"], reference=ref.conv2d,
+    make_cases=lambda: _conv2d_cases("conv2d", 80, 12, 4), kind="tensor",
+    mistakes=_CONV_MISTAKES, time_limit=10.0,
+))
+
+CONV2D_LOOP = register(Exercise(
+    name="conv2d_loop", signature="conv2d_loop(x, w, b=None, stride=1, padding=0) -> tensor",
+    arg_names=["x", "w", "b", "stride", "padding"], reference=ref.conv2d_loop,
+    make_cases=lambda: _conv2d_cases("conv2d_loop", 30, 7, 2), kind="tensor",
+    mistakes=_CONV_MISTAKES, time_limit=30.0,
+))
+
+
+def conv2d(fn, *, time_limit: float | None = None, device=None, points: float = 1,
+           verbose: bool = True) -> CheckResult:
+    return run_check(CONV2D, fn, time_limit=time_limit, device=device, points=points, verbose=verbose)
+
+
+def conv2d_loop(fn, *, time_limit: float | None = None, device=None, points: float = 1,
+                verbose: bool = True) -> CheckResult:
+    return run_check(CONV2D_LOOP, fn, time_limit=time_limit, device=device, points=points, verbose=verbose)
+
+
+conv2d.__doc__ = _CONV_DOC
+conv2d_loop.__doc__ = _CONV_DOC.replace("layer.", "layer, written with loops (small inputs, 30 s).", 1)
+
+
+# ---------------------------------------------------------------------------------------
+# max_pool2d and avg_pool2d
+
+
+def _pool_cases(name: str) -> list[Case]:
+    gen, rng = seeded(name)
+    configs = [(1, 1, 2, 2, 2, 2), (1, 1, 4, 4, 2, 2), (1, 1, 5, 5, 3, 2), (1, 2, 4, 6, 2, 1),
+               (2, 1, 6, 5, 3, 3), (1, 1, 3, 3, 1, 1)]
+    while len(configs) < 80:
+        n, c = rng.randint(1, 3), rng.randint(1, 4)
+        k = rng.randint(1, 4)
+        stride = rng.choice([1, 2, 2, 3, k])
+        h, w = rng.randint(k, 14), rng.randint(k, 14)
+        configs.append((n, c, h, w, k, stride))
+    configs = configs[:6] + sorted(configs[6:], key=lambda c: c[0] * c[1] * c[2] * c[3])
+    return [Case((torch.randn(n, c, h, w, generator=gen), k, s)) for n, c, h, w, k, s in configs]
+
+
+MAX_POOL2D = register(Exercise(
+    name="max_pool2d", signature="max_pool2d(x, kernel_size, stride) -> tensor",
+    arg_names=["x", "kernel_size", "stride"], reference=ref.max_pool2d,
+    make_cases=lambda: _pool_cases("max_pool2d"), kind="tensor",
+    mistakes=[
+        Mistake(lambda x, k, s: ref.max_pool2d(x, k, 1),
+                "the windows moved by 1 pixel: step by `stride` between windows"),
+        Mistake(lambda x, k, s: ref.max_pool2d(x, k, k),
+                "the windows moved by kernel_size: use the `stride` argument"),
+        Mistake(lambda x, k, s: ref.avg_pool2d(x, k, s), "that is the mean of each window; max pooling keeps the largest value"),
+        Mistake(lambda x, k, s: ref.max_pool2d(x.abs(), k, s), "take the largest value, not the largest magnitude (no abs)"),
+    ],
+))
+
+AVG_POOL2D = register(Exercise(
+    name="avg_pool2d", signature="avg_pool2d(x, kernel_size, stride) -> tensor",
+    arg_names=["x", "kernel_size", "stride"], reference=ref.avg_pool2d,
+    make_cases=lambda: _pool_cases("avg_pool2d"), kind="tensor",
+    mistakes=[
+        Mistake(lambda x, k, s: ref.avg_pool2d(x, k, 1),
+                "the windows moved by 1 pixel: step by `stride` between windows"),
+        Mistake(lambda x, k, s: ref.avg_pool2d(x, k, k),
+                "the windows moved by kernel_size: use the `stride` argument"),
+        Mistake(lambda x, k, s: ref.avg_pool2d(x, k, s) * k,
+                "divide by the number of pixels in the window, kernel_size * kernel_size, not kernel_size"),
+        Mistake(lambda x, k, s: ref.avg_pool2d(x, k, s) * k * k, "that is the window's sum; divide by kernel_size * kernel_size"),
+        Mistake(lambda x, k, s: ref.max_pool2d(x, k, s), "that is max pooling; average pooling takes each window's mean"),
+    ],
+))
+
+
+def max_pool2d(fn, *, time_limit: float | None = None, device=None, points: float = 1,
+               verbose: bool = True) -> CheckResult:
+    """Check fn(x, kernel_size, stride) -> tensor: max pooling of x (N, C, H, W), no padding, windows that do not fit dropped."""
+    return run_check(MAX_POOL2D, fn, time_limit=time_limit, device=device, points=points, verbose=verbose)
+
+
+def avg_pool2d(fn, *, time_limit: float | None = None, device=None, points: float = 1,
+               verbose: bool = True) -> CheckResult:
+    """Check fn(x, kernel_size, stride) -> tensor: average pooling of x (N, C, H, W), no padding."""
+    return run_check(AVG_POOL2D, fn, time_limit=time_limit, device=device, points=points, verbose=verbose)
+
+
+# ---------------------------------------------------------------------------------------
+# cnn_param_count
+
+
+def _cnn_cases() -> list[Case]:
+    _, rng = seeded("cnn_param_count")
+    cases = [
+        Case(([("conv", 4, 3, 1, 1), ("relu",), ("flatten",), ("linear", 10)], (1, 8, 8))),
+        Case(([("conv", 8, 5, 1, 0), ("relu",), ("maxpool", 2, 2), ("flatten",), ("linear", 10)], (3, 12, 12))),
+    ]
+    while len(cases) < 40:
+        channels, start = rng.choice([1, 3]), rng.randint(8, 32)
+        size = start
+        layers: list[tuple] = []
+        for _ in range(rng.randint(1, 3)):
+            k = rng.choice([1, 3, 5])
+            stride, padding = rng.choice([1, 1, 2]), rng.choice([0, k // 2])
+            if (size + 2 * padding - k) // stride + 1 < 2:
+                break
+            size = (size + 2 * padding - k) // stride + 1
+            layers += [("conv", rng.choice([4, 8, 16, 32]), k, stride, padding), ("relu",)]
+            if size >= 4 and rng.random() < 0.5:
+                layers.append(("maxpool", 2, 2))
+                size = (size - 2) // 2 + 1
+        if not layers:
+            continue
+        layers.append(("flatten",))
+        for _ in range(rng.randint(1, 2)):
+            layers.append(("linear", rng.choice([10, 32, 64])))
+        cases.append(Case((layers, (channels, start, start))))
+    return cases
+
+
+def _params_no_bias(layers, input_shape):
+    model = ref.build_cnn(layers, input_shape)
+    return sum(p.numel() for name, p in model.named_parameters() if name.endswith("weight"))
+
+
+def _params_unshrunk(layers, input_shape):
+    channels, height, width = input_shape
+    total, c = 0, channels
+    for layer in layers:
+        if layer[0] == "conv":
+            total += c * layer[2] * layer[2] * layer[1] + layer[1]
+            c = layer[1]
+        elif layer[0] == "flatten":
+            c = c * height * width
+        elif layer[0] == "linear":
+            total += c * layer[1] + layer[1]
+            c = layer[1]
+    return total
+
+
+def _params_no_in_channels(layers, input_shape):
+    model = ref.build_cnn(layers, input_shape)
+    return sum(p.numel() // (p.shape[1] if p.dim() == 4 else 1) for p in model.parameters())
+
+
+CNN_PARAM_COUNT = register(Exercise(
+    name="cnn_param_count", signature="cnn_param_count(layers, input_shape) -> int",
+    arg_names=["layers", "input_shape"], reference=ref.cnn_param_count,
+    make_cases=_cnn_cases, kind="int",
+    mistakes=[
+        Mistake(_params_no_bias, "the biases are missing: every conv and linear layer adds one per output channel or feature"),
+        Mistake(_params_unshrunk, "the first linear layer sees the flattened output of the last conv/pool, "
+                "C * H' * W' with the shrunken H', W', not the input's H and W"),
+        Mistake(_params_no_in_channels, "a conv kernel spans every input channel: weights = out_channels * in_channels * k * k"),
+    ],
+))
+
+
+def cnn_param_count(fn, *, time_limit: float | None = None, points: float = 1, verbose: bool = True) -> CheckResult:
+    """Check fn(layers, input_shape) -> int, the trainable parameters of a described CNN.
+
+    input_shape is (C, H, W); layers is a list of tuples, in order:
+        ("conv", out_channels, kernel_size, stride, padding)   square kernel, with bias
+        ("relu",)
+        ("maxpool", kernel_size, stride)
+        ("flatten",)
+        ("linear", out_features)                               with bias
+    The answer is sum(p.numel() for p in model.parameters()) of the torch model built
+    from those rows (see labcode.references.build_cnn).
+    """
+    return run_check(CNN_PARAM_COUNT, fn, time_limit=time_limit, points=points, verbose=verbose)

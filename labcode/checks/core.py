@@ -1,0 +1,435 @@
+"""The machinery behind every exercise check: cases, comparison, hints and messages.
+
+An `Exercise` is data: the name the notebook calls (`check.conv2d`), a reference
+solution, a deterministic list of test cases ordered from small to large, the kind of
+answer (an int, a tuple of ints, a number, a tensor, a list of shapes) and the usual
+mistakes, each a wrong function with a hint. `run_check` calls the student's function on
+each case through `labcode.checks.calling` and stops at the first failure, so the message
+shows the smallest input that goes wrong. A failing output is compared with the output of
+each known mistake: a match names the mistake.
+
+Numbers are compared with a relative error in the spirit of CS231n's,
+
+    rel_error(a, b) = max|a - b| / max(1e-8, max(|a| + |b|)),
+
+taken over the whole tensor so that values near zero do not dominate; it must stay below
+1e-5 for float64 and 1e-4 for float32. Integers and shapes are compared exactly.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+from labcode.checks import calling
+
+TOLERANCE = {torch.float64: 1e-5, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 2e-2}
+NUMBER_TOLERANCE = 1e-6
+KINDS = ("int", "ints", "number", "tensor", "shapes")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input: the positional and keyword arguments the student's function receives."""
+
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A usual wrong answer, written as a function, and the hint shown when a student's output matches it."""
+
+    fn: Callable
+    hint: str
+
+
+@dataclass
+class Exercise:
+    """Everything one check needs. `make_cases` must be deterministic (fixed seeds)."""
+
+    name: str
+    signature: str
+    arg_names: list[str]
+    reference: Callable
+    make_cases: Callable[[], list[Case]]
+    kind: str
+    mistakes: list[Mistake] = field(default_factory=list)
+    time_limit: float = 5.0
+    tolerance: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"Exercise {self.name}: kind must be one of {KINDS}, got {self.kind!r}")
+
+
+@dataclass
+class CheckResult:
+    """What a check found. `points` is what was earned: `max_points` if passed, else 0."""
+
+    name: str
+    passed: bool
+    attempted: bool
+    message: str
+    points: float = 0.0
+    max_points: float = 1.0
+    cases_passed: int = 0
+    cases_total: int = 0
+
+    def __repr__(self) -> str:
+        state = "passed" if self.passed else ("failed" if self.attempted else "not attempted")
+        return f"<CheckResult {self.name}: {state}, {self.points:g}/{self.max_points:g} points>"
+
+    def _ipython_display_(self) -> None:
+        """Show nothing when the result is a cell's last value: the message was printed already."""
+
+    def to_dict(self) -> dict:
+        return {
+            "exercise": self.name, "passed": self.passed, "attempted": self.attempted,
+            "points": self.points, "max_points": self.max_points,
+            "cases_passed": self.cases_passed, "cases_total": self.cases_total,
+            "message": self.message,
+        }
+
+
+EXERCISES: dict[str, Exercise] = {}
+
+
+def register(exercise: Exercise) -> Exercise:
+    """Add an exercise to the registry the grader reads (`EXERCISES`)."""
+    EXERCISES[exercise.name] = exercise
+    return exercise
+
+
+def seeded(name: str) -> tuple[torch.Generator, Any]:
+    """A torch generator and a random.Random seeded from the exercise name: same cases every run."""
+    import random
+
+    seed = zlib.crc32(name.encode())
+    return torch.Generator().manual_seed(seed), random.Random(seed)
+
+
+# ---------------------------------------------------------------------------------------
+# Running a check
+
+
+def run_check(
+    exercise: Exercise,
+    fn: Any,
+    *,
+    time_limit: float | None = None,
+    device: str | torch.device | None = None,
+    points: float = 1.0,
+    verbose: bool = True,
+) -> CheckResult:
+    """Check `fn` against `exercise` in this process; print and return the result. Never raises."""
+    try:
+        with _full_float32_precision():
+            result = _run_local(exercise, fn, time_limit, device, points)
+    except Exception as error:  # a bug in labcode must not stop the student's notebook
+        result = CheckResult(
+            exercise.name, False, True,
+            f"⚠️ {exercise.name}: the check itself failed ({type(error).__name__}: {error}). "
+            "This is labcode's fault, not yours: please report it.",
+            0.0, points,
+        )
+    if verbose:
+        print(result.message)
+    return result
+
+
+@contextlib.contextmanager
+def _full_float32_precision():
+    """Turn off TF32 on CUDA while a check runs: its 10-bit mantissa would miss the 1e-4 tolerance."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
+def _run_local(exercise: Exercise, fn: Any, time_limit: float | None,
+               device: str | torch.device | None, points: float) -> CheckResult:
+    if not callable(fn):
+        return CheckResult(
+            exercise.name, False, fn is not None,
+            f"❌ {exercise.name}: expected your function itself, as in "
+            f"check.{exercise.name}(my_function), got {_short_type(fn)}.",
+            0.0, points,
+        )
+    cases = exercise.make_cases()
+    budget = exercise.time_limit if time_limit is None else time_limit
+    state = {"used": 0.0}
+    # "cuda" means the current GPU: name it the way tensors report it ("cuda:0").
+    target = None if device is None else str(torch.empty(0, device=device).device)
+
+    def outcome_of(index: int, case: Case) -> dict:
+        left = budget - state["used"]
+        if left <= 0:
+            return {"status": "timeout", "seconds": 0.0}
+        args, kwargs = case.args, case.kwargs
+        if target is not None:
+            args, kwargs = calling._to_device(args, target), calling._to_device(kwargs, target)
+        outcome = calling.run_case(fn, args, kwargs, exercise.arg_names, left)
+        state["used"] += outcome.get("seconds", 0.0)
+        return outcome
+
+    return evaluate(exercise, cases, outcome_of, points, budget, input_device=target or "cpu")
+
+
+def evaluate(
+    exercise: Exercise,
+    cases: Sequence[Case],
+    outcome_of: Callable[[int, Case], dict | None],
+    points: float = 1.0,
+    time_limit: float | None = None,
+    input_device: str = "cpu",
+) -> CheckResult:
+    """Judge the outcomes case by case, in order; the first failure decides the message."""
+    name = exercise.name
+    total = len(cases)
+    for index, case in enumerate(cases):
+        # The reference runs first, so torch's one-time warm-up is not charged to the student.
+        expected = calling.sanitize(exercise.reference(*calling._clone(case.args),
+                                                        **calling._clone(case.kwargs)))
+        outcome = outcome_of(index, case)
+        if not isinstance(outcome, dict) or outcome.get("status") not in ("ok", "raised", "timeout", "missing"):
+            outcome = {"status": "raised", "type": "GraderError",
+                       "message": "no result came back for this case", "line": ""}
+        status = outcome["status"]
+        where = _case_header(index, total)
+        if status == "missing":
+            return CheckResult(name, False, False,
+                               f"⬜ {name}: not attempted (no function to check was found).",
+                               0.0, points, 0, total)
+        if status == "raised" and outcome.get("not_implemented") and index == 0:
+            return CheckResult(
+                name, False, False,
+                f"⬜ {name}: not attempted yet. Replace `raise NotImplementedError` with "
+                "your code, run that cell, then run this one again.",
+                0.0, points, 0, total)
+        if status == "timeout":
+            limit = f"{time_limit:g} s" if time_limit is not None else "the time limit"
+            message = (
+                f"⏱️ {name}: stopped after {limit} (the time limit for this check) {where}\n"
+                f"   input:    {describe_input(exercise, case)}\n"
+                "   hint:     look for a loop that never ends, or work that grows too fast; "
+                f"check.{name}(fn, time_limit=60) allows more time."
+            )
+            return CheckResult(name, False, True, message, 0.0, points, index, total)
+        if status == "raised":
+            line = f"\n   at:       {outcome['line']}" if outcome.get("line") else ""
+            message = (
+                f"❌ {name}: your function raised {outcome.get('type', 'an error')}: "
+                f"{_first_lines(outcome.get('message', ''))} {where}\n"
+                f"   input:    {describe_input(exercise, case)}{line}"
+            )
+            return CheckResult(name, False, True, message, 0.0, points, index, total)
+        got = outcome.get("value")
+        problem = compare(exercise, expected, got, input_device)
+        mutated = outcome.get("mutated") or []
+        if problem is None and not mutated:
+            continue
+        lines = [f"❌ {name}: " + (
+            f"changed its input {', '.join(map(str, mutated))} in place" if mutated and problem is None
+            else "wrong answer") + f" {where}",
+            f"   input:    {describe_input(exercise, case)}"]
+        if problem is not None:
+            lines += [f"   expected: {show(expected)}", f"   got:      {show(got)}",
+                      f"   problem:  {problem}"]
+            hint = find_hint(exercise, case, got, input_device)
+            if hint:
+                lines.append(f"   hint:     {hint}")
+        if mutated:
+            lines.append(
+                f"   in place: your function changed {', '.join(map(str, mutated))}; callers keep "
+                "using their tensors, so work on new ones (y = x * g, not x *= g; "
+                "relu(x), not x.relu_()).")
+        return CheckResult(name, False, True, "\n".join(lines), 0.0, points, index, total)
+    return CheckResult(name, True, True, f"✅ {name}: passed {total} cases",
+                       points, points, total, total)
+
+
+def _case_header(index: int, total: int) -> str:
+    before = f"; the {index} before it passed" if index else ""
+    return f"(case {index + 1} of {total}{before})"
+
+
+def _first_lines(text: str, limit: int = 3) -> str:
+    lines = text.strip().splitlines() or [""]
+    shown = "\n             ".join(lines[:limit])
+    return shown + (" ..." if len(lines) > limit else "")
+
+
+# ---------------------------------------------------------------------------------------
+# Comparing answers
+
+
+def rel_error(expected: torch.Tensor, got: torch.Tensor) -> float:
+    """max|a - b| / max(1e-8, max(|a| + |b|)), in float64."""
+    a, b = expected.double(), got.double()
+    if a.numel() == 0:
+        return 0.0
+    return float((a - b).abs().max() / max(1e-8, float((a.abs() + b.abs()).max())))
+
+
+def _as_int(value: Any) -> int | None:
+    if type(value) is int:
+        return value
+    if isinstance(value, dict) and value.get(calling.OPAQUE_KEY, "").startswith("numpy.int"):
+        return value.get("item")
+    return None
+
+
+def compare(exercise: Exercise, expected: Any, got: Any, input_device: str = "cpu") -> str | None:
+    """None when `got` is right; otherwise what is wrong with it, in one sentence."""
+    kind = exercise.kind
+    if kind == "int":
+        value = _as_int(got)
+        if value is None:
+            return _wrong_type(got, "a Python int")
+        return None if value == expected else f"expected {expected}, got {value}"
+    if kind == "ints":
+        if not isinstance(got, (tuple, list)):
+            return _wrong_type(got, f"a tuple of {len(expected)} ints")
+        values = [_as_int(v) for v in got]
+        if len(values) != len(expected):
+            return f"expected {len(expected)} values, got {len(values)}"
+        if any(v is None for v in values):
+            return _wrong_type(got, f"a tuple of {len(expected)} ints")
+        return None if tuple(values) == tuple(expected) else "the values differ"
+    if kind == "number":
+        value = _as_number(got)
+        if value is None:
+            return _wrong_type(got, "a number (a Python float)")
+        if math.isnan(value):
+            return "got NaN (not a number)"
+        error = abs(value - expected) / max(1e-8, abs(value) + abs(expected))
+        return None if error <= (exercise.tolerance or NUMBER_TOLERANCE) else (
+            f"expected {expected:.6g}, got {value:.6g}")
+    if kind == "shapes":
+        if not isinstance(got, (list, tuple)):
+            return _wrong_type(got, "a list of (C, H, W) tuples")
+        if len(got) != len(expected):
+            return f"expected {len(expected)} shapes, one per layer, got {len(got)}"
+        for i, (e, g) in enumerate(zip(expected, got)):
+            if not isinstance(g, (list, tuple)) or any(_as_int(v) is None for v in g):
+                return f"item {i} should be a tuple of ints like {tuple(e)}, got {show(g)}"
+            if tuple(_as_int(v) for v in g) != tuple(e):
+                return f"the first wrong shape is item {i} (layer {i}): expected {tuple(e)}, got {tuple(g)}"
+        return None
+    return _compare_tensor(exercise, expected, got, input_device)
+
+
+def _compare_tensor(exercise: Exercise, expected: Any, got: Any, input_device: str) -> str | None:
+    if not (isinstance(got, dict) and calling.TENSOR_KEY in got):
+        return _wrong_type(got, "a torch.Tensor")
+    e, g = expected[calling.TENSOR_KEY], got[calling.TENSOR_KEY]
+    if g.shape != e.shape:
+        return f"wrong shape: expected {tuple(e.shape)}, got {tuple(g.shape)}"
+    if g.dtype != e.dtype:
+        return (f"wrong dtype: expected {_dtype(e.dtype)} (the input's), got {_dtype(g.dtype)}; "
+                "make new tensors with dtype=x.dtype (torch.zeros(..., dtype=x.dtype)) or x.new_zeros(...)")
+    if torch.device(got["device"]) != torch.device(input_device):
+        return (f"wrong device: the inputs were on {input_device}, the output is on {got['device']}; "
+                "make new tensors with device=x.device")
+    bad = ~torch.isfinite(g) & torch.isfinite(e)
+    if bad.any():
+        index = tuple(int(i) for i in bad.nonzero()[0])
+        return f"the output holds NaN or inf (first at index {list(index)}), where the answer is finite"
+    error = rel_error(e, g)
+    limit = exercise.tolerance or TOLERANCE.get(e.dtype, 1e-4)
+    if error <= limit:
+        return None
+    diff = (e.double() - g.double()).abs()
+    index = tuple(int(i) for i in (diff == diff.max()).nonzero()[0])
+    return (f"relative error {error:.2g} (must stay below {limit:g}); largest difference at "
+            f"index {list(index)}: expected {float(e[index]):.5g}, got {float(g[index]):.5g}")
+
+
+def _as_number(value: Any) -> float | None:
+    if type(value) in (int, float):
+        return float(value)
+    if isinstance(value, dict) and calling.TENSOR_KEY in value and value[calling.TENSOR_KEY].numel() == 1:
+        return float(value[calling.TENSOR_KEY].reshape(()).double())
+    if isinstance(value, dict) and str(value.get(calling.OPAQUE_KEY, "")).startswith(("numpy.float", "numpy.int")):
+        return float(value["item"])
+    return None
+
+
+def _wrong_type(got: Any, wanted: str) -> str:
+    advice = ""
+    if isinstance(got, dict) and calling.TENSOR_KEY in got and "int" in wanted:
+        advice = "; turn a one-number tensor into an int with int(t) or t.item()"
+    elif type(got) is float and "int" in wanted:
+        advice = "; use // for whole-number division, or int(...)"
+    elif got is None:
+        advice = "; did you forget `return`?"
+    return f"wrong type: expected {wanted}, got {_short_type(got)}{advice}"
+
+
+def _short_type(value: Any) -> str:
+    if isinstance(value, dict) and calling.TENSOR_KEY in value:
+        return "a tensor"
+    if isinstance(value, dict) and calling.OPAQUE_KEY in value:
+        return f"a {value[calling.OPAQUE_KEY]}"
+    if value is None:
+        return "None"
+    return f"{show(value)} (a {type(value).__name__})"
+
+
+def _dtype(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def show(value: Any, limit: int = 160) -> str:
+    """A short, readable description of a (sanitized) value."""
+    if isinstance(value, dict) and calling.TENSOR_KEY in value:
+        t = value[calling.TENSOR_KEY]
+        device = "" if value.get("device", "cpu") == "cpu" else f" on {value['device']}"
+        text = f"tensor of shape {tuple(t.shape)}, {_dtype(t.dtype)}{device}"
+        if 0 < t.numel() <= 6:
+            text += f", values {[round(float(v), 5) for v in t.flatten()]}"
+        return text
+    if isinstance(value, dict) and calling.OPAQUE_KEY in value:
+        return f"{value[calling.OPAQUE_KEY]} {value.get('repr', '')}".strip()
+    if isinstance(value, torch.Tensor):
+        return show(calling.sanitize(value))
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def describe_input(exercise: Exercise, case: Case) -> str:
+    """'x: tensor of shape (1, 3, 5, 5), float32, stride=2, padding='same''"""
+    parts = []
+    names = list(exercise.arg_names)
+    for i, value in enumerate(case.args):
+        label = names[i] if i < len(names) else f"arg{i + 1}"
+        parts.append(f"{label}={_describe_value(value)}")
+    parts += [f"{k}={_describe_value(v)}" for k, v in case.kwargs.items()]
+    return ", ".join(parts)
+
+
+def _describe_value(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"tensor of shape {tuple(value.shape)} ({_dtype(value.dtype)})"
+    if isinstance(value, dict) and value and all(isinstance(v, torch.Tensor) for v in value.values()):
+        return "{" + ", ".join(f"'{k}': {tuple(v.shape)}" for k, v in value.items()) + "}"
+    return show(value, limit=300)
+
+
+def find_hint(exercise: Exercise, case: Case, got: Any, input_device: str = "cpu") -> str | None:
+    """The hint of the first known mistake whose output equals the student's output."""
+    for mistake in exercise.mistakes:
+        try:
+            wrong = calling.sanitize(mistake.fn(*calling._clone(case.args), **calling._clone(case.kwargs)))
+        except Exception:
+            continue
+        if compare(exercise, wrong, got, input_device) is None:
+            return mistake.hint
+    return None
