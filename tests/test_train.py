@@ -1,0 +1,312 @@
+"""fit, evaluate, predict: against hand-written loops, exact repeats with a seed, exact
+resumes from checkpoints, atomic checkpoint writes, the non-finite-loss stop."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from labcode.data import GPULoader
+from labcode.train import (
+    History, NonFiniteLossError, evaluate, fit, predict, seed_everything, topk_accuracy,
+)
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # These tensors are tiny: a second thread only adds contention on a shared machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+def tiny_cnn(dropout: float = 0.0) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * 4 * 4, 3))
+
+
+def toy_data(n=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 1, 8, 8), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 3, (n,), generator=g)
+    return images, labels
+
+
+def params(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def assert_same_weights(a, b):
+    pa, pb = params(a), params(b)
+    assert len(pa) == len(pb)
+    for x, y in zip(pa, pb):
+        assert torch.equal(x, y)
+
+
+def test_fit_equals_a_hand_written_loop():
+    images, labels = toy_data()
+    x_all = images.float() / 255
+    batches = [(x_all[i:i + 16], labels[i:i + 16]) for i in range(0, 48, 16)]
+    torch.manual_seed(0)
+    model = tiny_cnn()
+    reference = tiny_cnn()
+    reference.load_state_dict(model.state_dict())
+    history = fit(model, batches, epochs=2, device="cpu", progress=False,
+                  optimizer=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+    opt = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
+    losses = []
+    for _ in range(2):
+        for x, y in batches:
+            loss = F.cross_entropy(reference(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    assert_same_weights(model, reference)
+    assert history.step_loss == pytest.approx(losses, rel=1e-6)
+    assert history.epochs == 2 and len(history.train_acc) == 2
+
+
+def run(seed=0, *, epochs=3, checkpoint=None, max_steps=None, checkpoint_every=None,
+        loss_fn=None, data="gpu", dropout=0.3):
+    """A run with augmentation, dropout, Adam and a per-step scheduler: every source of
+    randomness and every piece of state a resume has to restore."""
+    images, labels = toy_data()
+    seed_everything(seed)
+    model = tiny_cnn(dropout)
+    if data == "gpu":
+        train = GPULoader(images, labels, 10, augment="crop_flip", pad=1, device="cpu")
+    else:
+        dataset = torch.utils.data.TensorDataset(images.float() / 255, labels)
+        train = torch.utils.data.DataLoader(dataset, batch_size=10, shuffle=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-2,
+                                                    total_steps=epochs * len(train))
+    history = fit(model, train, epochs=epochs, optimizer=optimizer, scheduler=scheduler,
+                  device="cpu", seed=seed, checkpoint=checkpoint, max_steps=max_steps,
+                  checkpoint_every=checkpoint_every, loss_fn=loss_fn, progress=False)
+    return model, history
+
+
+def test_a_seed_repeats_a_cpu_run_exactly():
+    a, ha = run(seed=1)
+    b, hb = run(seed=1)
+    c, _ = run(seed=2)
+    assert_same_weights(a, b)
+    assert ha.step_loss == hb.step_loss
+    assert not all(torch.equal(x, y) for x, y in zip(params(a), params(c)))
+
+
+@pytest.mark.parametrize("stop_at", [7, 10])   # mid-epoch, and exactly at an epoch's end
+def test_resume_after_max_steps_ends_with_the_same_weights(tmp_path, stop_at):
+    whole, history = run()
+    path = tmp_path / "run.pt"
+    stopped, partial = run(checkpoint=path, max_steps=stop_at)
+    assert len(partial.step_loss) == stop_at
+    resumed, history2 = run(checkpoint=path)
+    assert_same_weights(whole, resumed)
+    assert history2.step_loss == history.step_loss
+    assert history2.train_loss == pytest.approx(history.train_loss, rel=1e-12)
+    assert history2.train_acc == history.train_acc
+
+
+@pytest.mark.parametrize("data", ["gpu", "dataloader"])
+def test_resume_after_a_crash_mid_epoch_ends_with_the_same_weights(tmp_path, data):
+    whole, history = run(data=data)
+    path = tmp_path / "run.pt"
+    calls = {"n": 0}
+
+    def crashing_loss(out, y):
+        calls["n"] += 1
+        if calls["n"] == 8:          # step-checkpoints at 3 and 6; epochs of 5 steps
+            raise KeyboardInterrupt("simulated crash")
+        return F.cross_entropy(out, y)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(data=data, checkpoint=path, checkpoint_every=3, loss_fn=crashing_loss)
+    saved = torch.load(path, weights_only=True)
+    assert saved["position"]["step"] == 6 and saved["position"]["batch"] == 1
+    resumed, history2 = run(data=data, checkpoint=path, checkpoint_every=3)
+    assert_same_weights(whole, resumed)
+    assert history2.step_loss == history.step_loss
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "run.pt"
+    run(epochs=2, checkpoint=path, max_steps=5)
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def broken_save(obj, f, *args, **kwargs):
+        with open(f, "wb") as out:
+            out.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        run(epochs=2, checkpoint=path)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt"]
+
+
+def test_a_checkpoint_of_another_model_is_refused(tmp_path):
+    path = tmp_path / "run.pt"
+    run(epochs=1, checkpoint=path)
+    other = nn.Linear(64, 3)
+    with pytest.raises(ValueError, match="does not match"):
+        fit(other, [(torch.zeros(2, 64), torch.zeros(2, dtype=torch.long))], epochs=2,
+            optimizer=torch.optim.SGD(other.parameters(), lr=0.1), checkpoint=path,
+            device="cpu", progress=False)
+
+
+def test_a_nan_loss_stops_with_the_step_named():
+    images, labels = toy_data()
+    batches = [(images[i:i + 8].float() / 255, labels[i:i + 8]) for i in range(0, 48, 8)]
+    calls = {"n": 0}
+
+    def loss_fn(out, y):
+        calls["n"] += 1
+        loss = F.cross_entropy(out, y)
+        return loss * math.nan if calls["n"] == 4 else loss
+
+    model = tiny_cnn()
+    with pytest.raises(NonFiniteLossError, match="at step 4") as info:
+        fit(model, batches, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            loss_fn=loss_fn, device="cpu", progress=False)
+    assert "lower learning rate" in str(info.value) and "normalised" in str(info.value)
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    (dict(model="net"), TypeError, "torch.nn.Module"),
+    (dict(optimizer="sgd"), TypeError, "torch.optim.Optimizer"),
+    (dict(epochs=0), ValueError, "epochs must be a positive int"),
+    (dict(max_steps=-1), ValueError, "max_steps must be a positive int"),
+    (dict(scheduler_step="batch"), ValueError, "'step' or 'epoch'"),
+])
+def test_fit_rejects_bad_arguments(kwargs, error, words):
+    model = tiny_cnn()
+    args = dict(model=model, train_data=[], epochs=1,
+                optimizer=torch.optim.SGD(model.parameters(), lr=0.1), device="cpu")
+    args.update(kwargs)
+    with pytest.raises(error) as info:
+        fit(args.pop("model"), args.pop("train_data"), **args)
+    assert words in str(info.value)
+
+
+def test_evaluate_predict_and_topk_against_direct_computation():
+    images, labels = toy_data(30)
+    x = images.float() / 255
+    torch.manual_seed(3)
+    model = tiny_cnn(dropout=0.5)
+    batches = [(x[i:i + 7], labels[i:i + 7]) for i in range(0, 30, 7)]
+    loss, acc = evaluate(model, batches)
+    assert model.training                      # mode restored
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+    assert loss == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
+    assert acc == pytest.approx((logits.argmax(1) == labels).float().mean().item())
+    preds, true = predict(model, batches)
+    assert torch.equal(preds, logits.argmax(1)) and torch.equal(true, labels)
+    top1, top2 = topk_accuracy(logits, labels, k=(1, 2))
+    ranks = (logits > logits.gather(1, labels[:, None])).sum(1)
+    assert top1 == pytest.approx((ranks < 1).float().mean().item())
+    assert top2 == pytest.approx((ranks < 2).float().mean().item())
+    with pytest.raises(ValueError, match="k must lie in 1..3"):
+        topk_accuracy(logits, labels, k=5)
+
+
+def test_fit_with_validation_and_history_round_trip():
+    images, labels = toy_data()
+    train = GPULoader(images, labels, 16, device="cpu", seed=0)
+    val = GPULoader(images, labels, 48, shuffle=False, mean=train.mean, std=train.std,
+                    device="cpu")
+    model = tiny_cnn()
+    history = fit(model, train, epochs=2, val_data=val, device="cpu", progress=False,
+                  optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    assert len(history.val_loss) == 2
+    assert history.val_loss[-1] == pytest.approx(evaluate(model, val)[0], rel=1e-6)
+    again = History.from_dict(history.to_dict())
+    assert again == history
+    import matplotlib.figure
+    assert isinstance(history.plot(), matplotlib.figure.Figure)
+
+
+@pytest.mark.gpu
+def test_fit_on_cuda_with_mixed_precision_and_channels_last(tmp_path):
+    images, labels = toy_data(256)
+    train = GPULoader(images, labels, 32, augment="crop_flip", pad=1, device="cuda", seed=0)
+    model = tiny_cnn()
+    history = fit(model, train, epochs=2, progress=False, checkpoint=tmp_path / "c.pt",
+                  optimizer=torch.optim.AdamW(model.parameters(), lr=1e-2))
+    assert next(model.parameters()).is_cuda
+    assert all(math.isfinite(v) for v in history.step_loss)
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.gpu
+def test_float16_with_gradient_scaler_trains_and_resumes(tmp_path, monkeypatch):
+    # Colab's T4 has no bfloat16: float16 autocast with a GradScaler. Force that path.
+    import labcode.train as train_module
+    from labcode.device import Precision
+    monkeypatch.setattr(train_module, "precision",
+                        lambda device, mixed=True: Precision(torch.device(device),
+                                                             torch.float16 if mixed else None))
+    images, labels = toy_data(256)
+    path = tmp_path / "fp16.pt"
+    for max_steps in (5, None):
+        train = GPULoader(images, labels, 32, device="cuda", seed=0)
+        model = tiny_cnn()
+        history = fit(model, train, epochs=2, progress=False, checkpoint=path,
+                      max_steps=max_steps,
+                      optimizer=torch.optim.SGD(model.parameters(), lr=0.05))
+    saved = torch.load(path, weights_only=True)
+    assert saved["scaler"]["scale"] > 0 and saved["position"]["step"] == 16
+    assert all(math.isfinite(v) for v in history.step_loss) and len(history.step_loss) == 16
+
+
+# ------------------------------------------------------------------ labcode.viz
+
+def test_confusion_matrix_counts_match_a_loop():
+    from labcode.viz import confusion_matrix
+    g = torch.Generator().manual_seed(0)
+    labels, preds = torch.randint(0, 4, (50,), generator=g), torch.randint(0, 4, (50,), generator=g)
+    expected = torch.zeros(4, 4, dtype=torch.long)
+    for t, p in zip(labels.tolist(), preds.tolist()):
+        expected[t, p] += 1
+    assert torch.equal(confusion_matrix(labels, preds, 4), expected)
+
+
+def test_viz_functions_return_figures_and_check_input():
+    import matplotlib.figure
+    from labcode import viz
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(10, 1, 8, 8, generator=g)
+    labels = torch.arange(10) % 3
+    preds = torch.tensor([0, 1, 2, 1, 1, 2, 0, 0, 2, 0])
+    figures = [
+        viz.plot_confusion(labels, preds, ["a", "b", "c"], normalize=True),
+        viz.show_misclassified(images, labels, preds, n=4),
+        viz.show_images(images, titles=list("abcdefghij"), ncols=5),
+        viz.show_kernels(torch.randn(6, 3, 5, 5, generator=g)),
+        viz.show_feature_maps(torch.randn(1, 12, 6, 6, generator=g), n=8),
+        viz.plot_history({"train_loss": [1.0, 0.5], "train_acc": [0.5, 0.8]}),
+    ]
+    assert all(isinstance(f, matplotlib.figure.Figure) for f in figures)
+    wrong = int((labels != preds).sum())
+    assert len([a for a in figures[1].axes if a.images]) == min(4, wrong)
+    assert len([a for a in figures[2].axes if a.images]) == 10
+    with pytest.raises(ValueError, match=r"\(out, in, kH, kW\), got shape \(6, 5, 5\)"):
+        viz.show_kernels(torch.zeros(6, 5, 5))
+    with pytest.raises(ValueError, match="differ in length"):
+        viz.plot_confusion(labels, preds[:5])
+    with pytest.raises(ValueError, match="one sample"):
+        viz.show_feature_maps(torch.zeros(2, 3, 4, 4))
+    import matplotlib.pyplot as plt
+    plt.close("all")
