@@ -37,8 +37,13 @@ test: $(VENV)/.installed-test
 	LABCODE_QUICK=1 $(PY) -m pytest -q tests
 	LABCODE_QUICK=1 $(PY) -m pytest -q --nbval-lax chapters --ignore-glob='*/exercises.ipynb'
 
+# Speed figures quoted in README (CPU here; benchmarks/gpu_check.sh on a CUDA machine).
 bench: $(VENV)/.installed-test
 	$(PY) benchmarks/layers.py
+	$(PY) benchmarks/loader.py --quick
+	$(PY) benchmarks/fit_overhead.py --quick
+	$(PY) benchmarks/time_to_98.py --quick
+	$(PY) benchmarks/grading.py
 
 clean:
 	rm -rf _build
