@@ -8,7 +8,7 @@ within one run (same machine state, same noise), each case is repeated, and the
 table reports medians and the ratio ours / torch, with the geometric mean of the
 ratios at the end. Nothing is asserted: timings are information, not tests.
 
-    python benchmarks/layers.py [--repeats 7] [--device cpu] [--scale 1.0]
+    python benchmarks/layers.py [--repeats 15] [--device cpu] [--scale 1.0]
 """
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def _sync(t: torch.Tensor) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--scale", type=float, default=1.0, help="batch size multiplier")
     args = parser.parse_args()

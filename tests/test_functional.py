@@ -62,7 +62,7 @@ def conv_configs(draw, depthwise=False):
     return dict(
         batch=draw(st.integers(1, 2)), in_channels=in_channels, out_channels=out_channels,
         size=size, kernel=kernel, stride=stride, dilation=dilation, padding=padding,
-        groups=groups, bias=draw(st.booleans()), im2col=draw(st.booleans()),
+        groups=groups, bias=draw(st.booleans()), whole_batch=draw(st.booleans()),
     )
 
 
@@ -71,8 +71,9 @@ def check_conv(cfg):
     w = leaf(cfg["out_channels"], cfg["in_channels"] // cfg["groups"], *cfg["kernel"])
     b = leaf(cfg["out_channels"]) if cfg["bias"] else None
     args = (cfg["stride"], cfg["padding"], cfg["dilation"], cfg["groups"])
-    limit = conv_module.IM2COL_MAX_BYTES if cfg["im2col"] else 0  # 0: one product per tap
-    with mock.patch.object(conv_module, "IM2COL_MAX_BYTES", limit):
+    # the whole batch's windows in one chunk, or one image per chunk
+    limit = 1 << 30 if cfg["whole_batch"] else 0
+    with mock.patch.object(conv_module, "CHUNK_BYTES", limit):
         ours = LF.conv2d(x, w, b, *args)
         grad = torch.randn_like(ours)
         ours_grads = grads(ours, [x, w, b], grad)
@@ -123,8 +124,8 @@ def test_conv2d_leaves_its_arguments_alone(size, kernel, dilation, groups):
     w = torch.randn(4, 4 // groups, kernel, kernel, dtype=torch.float64)
     b = torch.randn(4, dtype=torch.float64)
     saved = [t.clone() for t in (x, w, b)]
-    for limit in (conv_module.IM2COL_MAX_BYTES, 0):
-        with mock.patch.object(conv_module, "IM2COL_MAX_BYTES", limit):
+    for limit in (1 << 30, 0):
+        with mock.patch.object(conv_module, "CHUNK_BYTES", limit):
             for _ in range(2):
                 out = LF.conv2d(x, w, b, dilation=dilation, groups=groups)
                 assert_same(out, F.conv2d(x, w, b, dilation=dilation, groups=groups))
@@ -353,3 +354,21 @@ def check_on_cuda():
     with torch.autocast("cuda", dtype=torch.bfloat16):
         out = LF.conv2d(x, torch.randn(8, 16, 3, 3, device=device), padding=1)
     assert out.dtype == torch.bfloat16
+
+
+def test_conv2d_chunks_of_several_images_with_a_shorter_last_chunk():
+    """Windows are copied a few images at a time: 5 images in chunks of 2, 2 and 1."""
+    x = leaf(5, 4, 9, 7)
+    w = leaf(6, 2, 3, 3)
+    b = leaf(6)
+    per_image = 7 * 5 * 3 * 3 * 2 * 2 * x.element_size()  # (Ho*Wo) * (kh*kw*Cg) * G * bytes
+    with mock.patch.object(conv_module, "CHUNK_BYTES", 2 * per_image):
+        assert list(conv_module._image_chunks(5, per_image // x.element_size(), x.element_size())) == [
+            (0, 2), (2, 2), (4, 1)]
+        ours = LF.conv2d(x, w, b, groups=2)
+        grad = torch.randn_like(ours)
+        ours_grads = grads(ours, [x, w, b], grad)
+    theirs = F.conv2d(x, w, b, groups=2)
+    assert_same(ours, theirs)
+    for a, t in zip(ours_grads, grads(theirs, [x, w, b], grad)):
+        assert_same(a, t)

@@ -42,8 +42,6 @@ from labcode.functional._checks import (
 from labcode.functional.sizes import conv_padding
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
-# Largest window matrix (bytes) that the dense convolution copies out at once.
-IM2COL_MAX_BYTES = 1 << 30
 
 
 def conv2d(
@@ -168,7 +166,14 @@ def _patch_conv(x, weight, bias, pads):
 
 
 class _DenseConv(torch.autograd.Function):
-    """Grouped convolution as matrix products over channels-last windows."""
+    """Grouped convolution as matrix products over channels-last windows.
+
+    The windows are copied ("im2col") into a reusable buffer, a chunk of images at a
+    time, multiplied, and forgotten; the backward pass copies them again. On a CPU a
+    fresh buffer of tens of megabytes costs more in page faults than the copy itself,
+    and keeping every window for the backward pass would cost kh * kw times the input's
+    memory, so recopying is both faster and lighter.
+    """
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride, pads, dilation, groups):
@@ -189,81 +194,112 @@ class _DenseConv(torch.autograd.Function):
             out.zero_()
         else:
             out.copy_(bias.view(g, 1, og).expand(g, m, og))
-        use_im2col = m * kh * kw * cg * x.element_size() <= IM2COL_MAX_BYTES
-        if use_im2col:
+        for rows, cols in _im2col_chunks(xg, (kh, kw), out_hw, stride, dilation):
             # One product with kh*kw*Cg terms per output: BLAS is at its best with a long
             # inner dimension, far better than with kh*kw thin products of Cg terms.
-            cols = _im2col(xg, (kh, kw), out_hw, stride, dilation)  # (G, M, kh*kw*Cg)
-            out.baddbmm_(cols, wg)
-            saved = cols
-        else:
-            # Too big to copy every window at once: one product per tap ("implicit GEMM").
-            taps = wg.view(g, kh, kw, cg, og)
-            for i in range(kh):
-                for j in range(kw):
-                    window = _tap(xg, i, j, out_hw, stride, dilation).reshape(g, m, cg)
-                    out.baddbmm_(window, taps[:, i, j])  # (G, M, Cg) @ (G, Cg, Og)
-            saved = xg
-        ctx.save_for_backward(saved, wg)
-        ctx.conf = (x.shape, (kh, kw), stride, pads, dilation, out_hw, use_im2col, bias is not None)
+            for k in range(g):  # cols[k]: (chunk pixels, kh*kw*Cg)
+                out[k, rows].addmm_(cols[k], wg[k])
+        ctx.save_for_backward(xg, wg)
+        ctx.conf = (x.shape, (kh, kw), stride, pads, dilation, out_hw, bias is not None)
         out = out.view(g, n, out_hw[0], out_hw[1], og).permute(1, 0, 4, 2, 3)  # (N, G, Og, Ho, Wo)
         return out.reshape(n, o, out_hw[0], out_hw[1])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        saved, wg = ctx.saved_tensors
-        (n, c, h, w), (kh, kw), stride, pads, dilation, out_hw, use_im2col, has_bias = ctx.conf
+        xg, wg = ctx.saved_tensors
+        (n, c, h, w), (kh, kw), stride, pads, dilation, out_hw, has_bias = ctx.conf
         g, _, og = wg.shape
         cg = c // g
         m = n * out_hw[0] * out_hw[1]
-        hp, wp = h + pads[0] + pads[1], w + pads[2] + pads[3]
         # (N, O, Ho, Wo) -> (G, N*Ho*Wo, Og), the layout of the forward's output
         grad = grad_out.reshape(n, g, og, out_hw[0], out_hw[1]).permute(1, 0, 3, 4, 2).reshape(g, m, og)
         grad_x = grad_w = grad_b = None
         if has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.sum(1).reshape(g * og)
         if ctx.needs_input_grad[1]:
-            # dL/dW at tap (i, j) = window_ij^T @ grad, all taps in one product
-            if use_im2col:
-                gw = torch.bmm(saved.transpose(1, 2), grad)  # (G, kh*kw*Cg, Og)
-            else:
-                gw = wg.new_empty((g, kh, kw, cg, og))
-                for i in range(kh):
-                    for j in range(kw):
-                        window = _tap(saved, i, j, out_hw, stride, dilation).reshape(g, m, cg)
-                        gw[:, i, j] = torch.bmm(window.transpose(1, 2), grad)
-            grad_w = gw.view(g, kh, kw, cg, og).permute(0, 4, 3, 1, 2).reshape(g * og, cg, kh, kw)
+            # dL/dW at tap (i, j) = window_ij^T @ grad: all taps at once, chunk by chunk
+            gw = wg.new_zeros((g, og, kh * kw * cg))  # (G, Og, kh*kw*Cg)
+            for rows, cols in _im2col_chunks(xg, (kh, kw), out_hw, stride, dilation):
+                for k in range(g):  # grad^T @ windows: the faster orientation for BLAS here
+                    gw[k].addmm_(grad[k, rows].t(), cols[k])
+            grad_w = gw.view(g, og, kh, kw, cg).permute(0, 1, 4, 2, 3).reshape(g * og, cg, kh, kw)
         if ctx.needs_input_grad[0]:
             # dL/dx: every window sends grad @ W_ij^T back to the pixels it read.
-            gxg = wg.new_zeros((g, n, hp, wp, cg))  # (G, N, Hp, Wp, Cg)
-            taps = wg.view(g, kh, kw, cg, og)
-            if use_im2col:
-                grad_cols = torch.bmm(grad, wg.transpose(1, 2))  # (G, M, kh*kw*Cg)
-                grad_cols = grad_cols.view(g, n, out_hw[0], out_hw[1], kh, kw, cg)
-            else:
-                part = wg.new_empty((g, m, cg))
-            for i in range(kh):
-                for j in range(kw):
-                    if use_im2col:
-                        part_ij = grad_cols[:, :, :, :, i, j]
-                    else:
-                        part_ij = torch.bmm(grad, taps[:, i, j].transpose(1, 2), out=part)
-                        part_ij = part_ij.view(g, n, out_hw[0], out_hw[1], cg)
-                    _tap(gxg, i, j, out_hw, stride, dilation).add_(part_ij)
+            gxg = torch.zeros_like(xg)  # (G, N, Hp, Wp, Cg)
+            per_image = out_hw[0] * out_hw[1]
+            for first, count in _image_chunks(n, per_image * kh * kw * cg * g, xg.element_size()):
+                rows = slice(first * per_image, (first + count) * per_image)
+                grad_cols = _workspace((g, count * per_image, kh * kw * cg), xg)
+                for k in range(g):
+                    torch.mm(grad[k, rows], wg[k].t(), out=grad_cols[k])  # (pixels, kh*kw*Cg)
+                grad_cols = grad_cols.view(g, count, out_hw[0], out_hw[1], kh, kw, cg)
+                target = gxg[:, first: first + count]
+                for i in range(kh):
+                    for j in range(kw):
+                        _tap(target, i, j, out_hw, stride, dilation).add_(grad_cols[:, :, :, :, i, j])
             grad_x = _ungroup(gxg, pads, (h, w))
         return grad_x, grad_w, grad_b, None, None, None, None
 
 
-def _im2col(xg, kernel, out_hw, stride, dilation):
-    """Every window of (G, N, Hp, Wp, Cg) copied into one (G, N*Ho*Wo, kh*kw*Cg) matrix."""
-    g, n, hp, wp, cg = xg.shape
+# Bytes of windows copied out at a time. Big chunks give BLAS long products (the weight
+# gradient sums over every pixel of the chunk); the cap bounds the reusable buffer.
+CHUNK_BYTES = 64 << 20
+_WORKSPACES: dict[tuple, torch.Tensor] = {}
+
+
+def _workspace(shape: tuple, like: torch.Tensor) -> torch.Tensor:
+    """A scratch tensor of `shape`; on a CPU, one buffer reused from call to call.
+
+    GPUs have a caching allocator; on a CPU every large new buffer is fresh memory from
+    the operating system, and touching it page by page costs more than the work. The
+    buffer is shared, so two threads must not run these convolutions at the same time.
+    """
+    numel = 1
+    for size in shape:
+        numel *= size
+    if like.device.type != "cpu":
+        return like.new_empty(shape)
+    key = (like.dtype, like.device)
+    buffer = _WORKSPACES.get(key)
+    if buffer is None or buffer.numel() < numel:
+        buffer = like.new_empty(numel)
+        _WORKSPACES[key] = buffer
+    return buffer[:numel].view(shape)
+
+
+def _image_chunks(n: int, numel_per_image: int, element_size: int):
+    """(first image, number of images) runs whose windows fit in CHUNK_BYTES."""
+    step = max(1, CHUNK_BYTES // max(1, numel_per_image * element_size))
+    for first in range(0, n, step):
+        yield first, min(step, n - first)
+
+
+def _im2col_chunks(xg, kernel, out_hw, stride, dilation):
+    """Yield (output rows, windows) for a few images at a time.
+
+    The windows of those images are copied into one (G, rows, kh*kw*Cg) matrix, a view
+    of the reusable workspace, valid until the next iteration.
+    """
+    g, n, _, _, cg = xg.shape
+    per_image = out_hw[0] * out_hw[1]
+    width = kernel[0] * kernel[1] * cg
+    for first, count in _image_chunks(n, per_image * width * g, xg.element_size()):
+        cols = _workspace((g, count, out_hw[0], out_hw[1], kernel[0], kernel[1], cg), xg)
+        cols.copy_(_windows(xg[:, first: first + count], kernel, out_hw, stride, dilation))
+        rows = slice(first * per_image, (first + count) * per_image)
+        yield rows, cols.view(g, count * per_image, width)
+
+
+def _windows(xg, kernel, out_hw, stride, dilation):
+    """Every window of (G, N, Hp, Wp, Cg) as a (G, N, Ho, Wo, kh, kw, Cg) view (no copy)."""
+    g, n, _, _, cg = xg.shape
     s_g, s_n, s_h, s_w, s_c = xg.stride()
-    windows = xg.as_strided(
+    return xg.as_strided(
         (g, n, out_hw[0], out_hw[1], kernel[0], kernel[1], cg),
         (s_g, s_n, s_h * stride[0], s_w * stride[1], s_h * dilation[0], s_w * dilation[1], s_c),
-    )  # (G, N, Ho, Wo, kh, kw, Cg), a view
-    return windows.reshape(g, n * out_hw[0] * out_hw[1], kernel[0] * kernel[1] * cg)
+        xg.storage_offset(),
+    )
 
 
 def _ungroup(gxg, pads, hw):
