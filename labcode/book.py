@@ -2,21 +2,23 @@
 
 On the website, `glue("name", value)` hands a computed value to MyST-NB so the prose
 can quote it with {glue:text}`name` (the book's rule: every number in the prose comes
-from a cell above it). In Colab or plain Jupyter, where MyST-NB is not installed, it
-simply shows the value, so the notebook still reads well.
+from a cell above it); the cell itself shows nothing more, since the prose shows the
+number. In Colab or plain Jupyter, where MyST-NB is not installed and the prose shows
+only the role's name, it prints `name = value` so the reader still sees the number.
 """
 from __future__ import annotations
 
 from typing import Any
 
 
-def glue(name: str, value: Any, display: bool = True) -> Any:
-    """Make `value` quotable as `name` in the book's prose, and show it.
+def glue(name: str, value: Any, display: bool = False) -> Any:
+    """Make `value` quotable as `name` in the book's prose.
 
     Args:
         name: the key used in markdown as {glue:text}`name`.
         value: a number, string or matplotlib figure.
-        display: also show the value in the notebook's output.
+        display: on the website, also show the value in the cell's output (off the
+            website the value is always printed).
 
     Returns:
         The value, so a cell can write `acc = glue("acc", evaluate(...))`.
@@ -26,8 +28,7 @@ def glue(name: str, value: Any, display: bool = True) -> Any:
     try:
         from myst_nb import glue as _myst_glue
     except ImportError:  # Colab, plain Jupyter: no book machinery
-        if display:
-            print(f"{name} = {value}")
+        print(f"{name} = {value}")
         return value
     _myst_glue(name, value, display=display)
     return value
