@@ -88,10 +88,11 @@ def test_torchvision_state_dict_loads_strictly(variant, num_classes):
 
 
 @pytest.mark.parametrize("num_classes", [1000, 10])
-def test_torchvision_weights_give_same_outputs(num_classes):
-    # M and L are built from the same blocks and rows as S; S is compared number for number.
-    ref = _randomize(_on_cpu_without_init(THEIRS["s"], num_classes)).eval()
-    model = _on_cpu_without_init(OURS["s"], num_classes)
+@pytest.mark.parametrize("variant", ["s", "m", "l"])
+def test_torchvision_weights_give_same_outputs(variant, num_classes):
+    # Every variant number for number (M and L cost a few seconds each to build).
+    ref = _randomize(_on_cpu_without_init(THEIRS[variant], num_classes)).eval()
+    model = _on_cpu_without_init(OURS[variant], num_classes)
     model.load_state_dict(ref.state_dict(), strict=True)
     model.eval()
     x = torch.randn(1, 3, 48, 48)
