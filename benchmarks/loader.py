@@ -22,9 +22,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
 
 from labcode.data import GPULoader  # noqa: E402
+from small_cnn import small_cnn  # noqa: E402  (benchmarks/small_cnn.py)
 from labcode.device import pick_device, precision  # noqa: E402
 
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
@@ -49,14 +49,6 @@ class PerSampleCrops(torch.utils.data.Dataset):
         if torch.rand(()) < 0.5:
             image = image.flip(-1)
         return (image - self.mean) / self.std, self.labels[i]
-
-
-def small_cnn() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10))
 
 
 def train_epoch(model, optimizer, batches, device, prec, limit: int | None) -> tuple[int, float]:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from book_toc import toc_files  # tests/book_toc.py
 from labcode.colab import first_cell
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,22 +32,6 @@ TOC = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
 WORKFLOWS = ROOT / ".github" / "workflows"
 
 
-def toc_entries(toc: dict) -> list[str]:
-    """Every `file:` of a jb-book _toc.yml, root first, extensions left off."""
-    files = [toc["root"]]
-
-    def walk(entries: list[dict]) -> None:
-        for entry in entries:
-            if "file" in entry:
-                files.append(entry["file"])
-            walk(entry.get("sections", []))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters", []))
-    walk(toc.get("chapters", []))
-    return files
-
-
 def source_of(entry: str) -> Path | None:
     for suffix in (".ipynb", ".md"):
         path = ROOT / (entry + suffix)
@@ -56,7 +41,7 @@ def source_of(entry: str) -> Path | None:
 
 
 def book_notebooks() -> list[Path]:
-    return [p for p in map(source_of, toc_entries(TOC)) if p is not None and p.suffix == ".ipynb"]
+    return [p for p in map(source_of, toc_files(TOC)) if p is not None and p.suffix == ".ipynb"]
 
 
 def all_notebooks() -> list[Path]:
@@ -71,7 +56,7 @@ def all_notebooks() -> list[Path]:
 
 def test_toc_is_a_numbered_book_with_existing_files():
     assert TOC["format"] == "jb-book"
-    entries = toc_entries(TOC)
+    entries = toc_files(TOC)
     missing = [e for e in entries if source_of(e) is None]
     assert missing == [], f"_toc.yml names files that do not exist: {missing}"
     duplicates = sorted({e for e in entries if entries.count(e) > 1})
@@ -82,13 +67,13 @@ def test_toc_is_a_numbered_book_with_existing_files():
 
 
 def test_bibliography_and_licences_are_in_the_toc():
-    entries = toc_entries(TOC)
+    entries = toc_files(TOC)
     assert "bibliography" in entries and "licences" in entries
     assert "{bibliography}" in (ROOT / "bibliography.md").read_text(encoding="utf-8")
 
 
 def test_exercise_pages_have_a_student_notebook_and_students_stay_out_of_the_toc():
-    entries = toc_entries(TOC)
+    entries = toc_files(TOC)
     for entry in entries:
         student = student_launch.student_page(entry)
         if student is not None:
@@ -178,7 +163,7 @@ def cited_keys(text: str) -> set[str]:
 def test_every_citation_is_in_references_bib():
     bib = (ROOT / "references.bib").read_text(encoding="utf-8")
     defined = set(re.findall(r"@\w+\{([^,\s]+),", bib))
-    sources = [p for p in map(source_of, toc_entries(TOC)) if p is not None]
+    sources = [p for p in map(source_of, toc_files(TOC)) if p is not None]
     undefined = {
         (p.relative_to(ROOT).as_posix(), key)
         for p in sources

@@ -24,6 +24,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import pytest
 import yaml
+from book_toc import toc_files  # tests/book_toc.py
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
@@ -56,23 +57,6 @@ def site_pages() -> list[str]:
             continue
         pages.append(rel.as_posix())
     return sorted(pages)
-
-
-def toc_files(toc: dict) -> list[str]:
-    """All `file:` entries of a jb-book _toc.yml, root first, without extension."""
-    files = [toc["root"]]
-
-    def walk(entries: list[dict]) -> None:
-        for entry in entries:
-            if "file" in entry:
-                files.append(entry["file"])
-            walk(entry.get("sections", []))
-            walk(entry.get("chapters", []))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters", []))
-    walk(toc.get("chapters", []))
-    return files
 
 
 def expected_colab_url(page: str) -> str:

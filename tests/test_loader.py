@@ -11,15 +11,8 @@ from hypothesis import given, settings, strategies as st
 
 from labcode.data import GPULoader, crop_flip, default_num_workers, make_dataloader
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These tensors are tiny: a second thread only adds contention on a shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 def reference_crop_flip(x, dy, dx, flip, pad, mode):
     """One image at a time with torch's own padding: the slow, obvious way."""

@@ -14,15 +14,8 @@ from labcode.train import (
     History, NonFiniteLossError, evaluate, fit, predict, seed_everything, topk_accuracy,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These tensors are tiny: a second thread only adds contention on a shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 def tiny_cnn(dropout: float = 0.0) -> nn.Module:
     return nn.Sequential(
