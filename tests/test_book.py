@@ -141,6 +141,25 @@ def test_notebook_starts_with_the_standard_colab_cell(path):
     )
 
 
+def first_code_cell_tags(path: Path) -> list[str]:
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            return list(cell.get("metadata", {}).get("tags", []))
+    return []
+
+
+@pytest.mark.parametrize("path", all_notebooks(), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_colab_cell_stays_in_the_notebook_but_is_removed_from_the_website(path):
+    # The install cell means nothing to a reader of the website; MyST-NB drops a
+    # cell tagged remove-cell from the page while Colab and Jupyter still run it.
+    tags = first_code_cell_tags(path)
+    assert "remove-cell" in tags, (
+        f"{path.relative_to(ROOT)}: the first (Colab install) cell must carry the "
+        f"tag 'remove-cell' so the website hides it; its tags are {tags}"
+    )
+
+
 @pytest.mark.parametrize("path", all_notebooks(), ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_figures_have_caption_name_and_alt_text(path):
     notebook = json.loads(path.read_text(encoding="utf-8"))
