@@ -26,7 +26,7 @@ from labcode.checks import EXERCISES
 def all_exercises_notebook() -> nbformat.NotebookNode:
     cells = [nbformat.v4.new_code_cell("import torch\nfrom labcode import checks as check")]
     for name in EXERCISES:
-        cells.append(nbformat.v4.new_code_cell(f"from labcode.references import {name}",
+        cells.append(nbformat.v4.new_code_cell(f"from labcode.checks.answers import {name}",
                                                metadata={"labcode": {"exercise": name}}))
         cells.append(nbformat.v4.new_code_cell(f"check.{name}({name})"))
     return nbformat.v4.new_notebook(cells=cells)

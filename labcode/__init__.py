@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "functional", "layers", "models", "device", "data", "train", "viz",
-    "checks", "flops", "widgets", "colab", "references", "assign",
+    "checks", "flops", "widgets", "colab", "assign",
     "grading", "book", "figures", "distributed",
 }
 

@@ -16,7 +16,8 @@ How a submission is graded
    patched), and calls each exercise's function, found by name, on the grader's inputs.
    Only the outputs (tensors, numbers, strings) come back, in a file read with
    torch.load(weights_only=True), so nothing from the kernel runs in the grader.
-3. The grader compares those outputs with its own references (labcode.checks.core.evaluate).
+3. The grader compares those outputs with its own answer key (labcode.checks.answers,
+   through labcode.checks.core.evaluate).
    A notebook that patches labcode.checks to print "passed" gains nothing: the checks
    it patched never decide anything. Only correct outputs earn points.
 
@@ -55,7 +56,11 @@ from labcode.checks.core import EXERCISES, CheckResult, evaluate
 DEFAULT_TIMEOUT = 120.0
 GRADER_MARGIN = 60.0  # seconds on top of the checks' own limits for the grading step
 _CHECK_CALL = re.compile(r"\bcheck\.(\w+)\(\s*([A-Za-z_]\w*)")
-_REFERENCE_USE = re.compile(r"labcode\.references|from\s+labcode\s+import[^\n]*\breferences\b")
+# The answer key, labcode.checks.answers (labcode.references before it moved), reached by
+# its full name, by `from labcode.checks import answers`, or through `check.answers`.
+_REFERENCE_USE = re.compile(
+    r"labcode\.references|from\s+labcode\s+import[^\n]*\breferences\b"
+    r"|labcode\.checks\.answers|from\s+labcode\.checks\s+import[^\n]*\banswers\b|\bchecks?\.answers\b")
 _DEF = re.compile(r"^\s*def\s+([A-Za-z_]\w*)\s*\(", re.MULTILINE)
 
 

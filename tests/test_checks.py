@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from labcode import checks as check
-from labcode import references as ref
+from labcode.checks import answers
 from labcode.checks import calling, core
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "exercises"))
@@ -31,7 +31,7 @@ def test_every_check_has_a_public_function_and_wrong_answers():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_reference_passes(name, capsys):
-    result = getattr(check, name)(getattr(ref, name), points=2)
+    result = getattr(check, name)(getattr(answers, name), points=2)
     assert result.passed and result.attempted, result.message
     assert result.points == 2 and result.cases_passed == result.cases_total > 0
     assert capsys.readouterr().out.strip() == f"✅ {name}: passed {result.cases_total} cases"
@@ -156,12 +156,12 @@ def test_a_bug_in_a_check_never_raises(monkeypatch):
     def broken():
         raise RuntimeError("boom")
     monkeypatch.setattr(check.EXERCISES["padding_amount"], "make_cases", broken)
-    result = check.padding_amount(ref.padding_amount, verbose=False)
+    result = check.padding_amount(answers.padding_amount, verbose=False)
     assert not result.passed and "the check itself failed" in result.message
 
 
 def test_result_object():
-    result = check.padding_amount(ref.padding_amount, verbose=False)
+    result = check.padding_amount(answers.padding_amount, verbose=False)
     assert "padding_amount: passed" in repr(result)
     assert result.to_dict()["passed"] is True and result.to_dict()["exercise"] == "padding_amount"
 
@@ -188,46 +188,46 @@ def test_references_match_torchvision_models():
         for layer in features:
             x = layer(x)
             shapes.append(tuple(x.shape[1:]))
-        assert ref.alexnet_output_shapes(size) == shapes
+        assert answers.alexnet_output_shapes(size) == shapes
 
     for c_in, c_out, expand, k in [(16, 24, 4, 3), (24, 40, 6, 5), (32, 16, 1, 3)]:
         config = MBConvConfig(expand, k, 1, c_in, c_out, 1, 1.0, 1.0)
         block = MBConv(config, 0.0, torch.nn.BatchNorm2d)
-        assert ref.mbconv_params(c_in, c_out, expand, k, 0.25) == sum(p.numel() for p in block.parameters())
+        assert answers.mbconv_params(c_in, c_out, expand, k, 0.25) == sum(p.numel() for p in block.parameters())
 
     for config in [dict(image_size=32, patch_size=4, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=10),
                    dict(image_size=24, patch_size=8, num_layers=1, num_heads=4, hidden_dim=32, mlp_dim=64, num_classes=3)]:
         model = VisionTransformer(**config)
-        assert ref.vit_param_count(config) == sum(p.numel() for p in model.parameters())
+        assert answers.vit_param_count(config) == sum(p.numel() for p in model.parameters())
 
     torch.manual_seed(0)
     block = EncoderBlock(num_heads=2, hidden_dim=8, mlp_dim=16, dropout=0.0, attention_dropout=0.0).eval()
     x = torch.randn(3, 5, 8)
     params = {k: v for k, v in block.state_dict().items()}
-    assert set(params) == set(ref.ENCODER_KEYS)
-    torch.testing.assert_close(ref.encoder_block(x, params, 2), block(x))
+    assert set(params) == set(answers.ENCODER_KEYS)
+    torch.testing.assert_close(answers.encoder_block(x, params, 2), block(x))
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 def test_references_match_torch_modules():
     for c_in, c_out, k, groups, bias in [(4, 8, 3, 2, True), (6, 6, 5, 3, False)]:
         conv = torch.nn.Conv2d(c_in, c_out, k, groups=groups, bias=bias)
-        assert ref.grouped_conv_params(c_in, c_out, k, groups, bias) == sum(p.numel() for p in conv.parameters())
+        assert answers.grouped_conv_params(c_in, c_out, k, groups, bias) == sum(p.numel() for p in conv.parameters())
     layers = [("conv", 8, 3, 1, 1), ("relu",), ("maxpool", 2, 2), ("flatten",), ("linear", 10)]
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 1, 1), torch.nn.ReLU(), torch.nn.MaxPool2d(2, 2),
                                 torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 10))
-    assert ref.cnn_param_count(layers, (3, 12, 12)) == sum(p.numel() for p in model.parameters())
+    assert answers.cnn_param_count(layers, (3, 12, 12)) == sum(p.numel() for p in model.parameters())
     for case in check.EXERCISES["cnn_param_count"].make_cases():  # every spec the check uses builds and runs
         layers, shape = case.args
-        model = ref.build_cnn(layers, shape, device="cpu")
+        model = answers.build_cnn(layers, shape, device="cpu")
         model(torch.zeros(1, *shape))  # raises if a linear layer got the wrong in_features
-        assert ref.cnn_param_count(layers, shape) == sum(p.numel() for p in model.parameters())
+        assert answers.cnn_param_count(layers, shape) == sum(p.numel() for p in model.parameters())
     x, w = torch.randn(1, 2, 7, 6), torch.randn(3, 2, 3, 3)
-    torch.testing.assert_close(ref.conv2d(x, w, None, 1, "same"), torch.nn.functional.conv2d(x, w, padding="same"))
+    torch.testing.assert_close(answers.conv2d(x, w, None, 1, "same"), torch.nn.functional.conv2d(x, w, padding="same"))
     x, w = torch.randn(1, 2, 7, 6), torch.randn(3, 2, 4, 4)
-    torch.testing.assert_close(ref.conv2d(x, w, None, 1, "same"), torch.nn.functional.conv2d(x, w, padding="same"))
+    torch.testing.assert_close(answers.conv2d(x, w, None, 1, "same"), torch.nn.functional.conv2d(x, w, padding="same"))
     q, k, v = torch.randn(2, 3, 5, 4), torch.randn(2, 3, 6, 4), torch.randn(2, 3, 6, 7)
-    torch.testing.assert_close(ref.scaled_dot_product_attention(q, k, v),
+    torch.testing.assert_close(answers.scaled_dot_product_attention(q, k, v),
                                torch.nn.functional.scaled_dot_product_attention(q, k, v))
 
 
@@ -235,13 +235,13 @@ def test_references_match_torch_modules():
 def test_checks_on_cuda():
     for name, exercise in check.EXERCISES.items():
         if exercise.kind == "tensor":
-            result = getattr(check, name)(getattr(ref, name), device="cuda", verbose=False)
+            result = getattr(check, name)(getattr(answers, name), device="cuda", verbose=False)
             assert result.passed, result.message
     result = check.scaled_dot_product_attention(wa.attention_no_scale, device="cuda", verbose=False)
     assert not result.passed and "1 / sqrt(d)" in result.message
 
     def to_cpu(x, w, b=None, stride=1, padding=0):
-        return ref.conv2d(x, w, b, stride, padding).cpu()
+        return answers.conv2d(x, w, b, stride, padding).cpu()
 
     result = check.conv2d(to_cpu, device="cuda", verbose=False)
     assert not result.passed and "wrong device" in result.message

@@ -186,3 +186,17 @@ def test_use_of_the_reference_solutions_is_flagged():
     assert grading.review_notes(nb) == []
     nb.cells.append(code("from labcode.references import conv2d"))
     assert "review by hand" in grading.review_notes(nb)[0]
+
+
+@pytest.mark.parametrize("source", [
+    "from labcode.checks.answers import conv2d",
+    "from labcode.checks import core, answers",
+    "import labcode.checks.answers as key",
+    "y = check.answers.conv2d(x, w)",
+    "from labcode import references",
+])
+def test_use_of_the_answer_key_is_flagged_under_every_spelling(source):
+    clean = nbformat.v4.new_notebook(cells=[code("from labcode import checks as check\nanswers = 3\ncheck.conv2d(conv2d)")])
+    assert grading.review_notes(clean) == []
+    flagged = nbformat.v4.new_notebook(cells=[code("from labcode import checks as check"), code(source)])
+    assert "review by hand" in grading.review_notes(flagged)[0]

@@ -13,7 +13,7 @@ In a chapter notebook
     check.conv_output_size(conv_output_size)      # the check cell, right under the exercise
 
 A check calls the student's function on many inputs (fixed seeds: the same inputs every
-run), smallest first, compares each answer with `labcode.references`, and prints one line:
+run), smallest first, compares each answer with `labcode.checks.answers`, and prints one line:
 
     ✅ conv_output_size: passed 200 cases
 
@@ -87,12 +87,12 @@ Write the solution notebook; `labcode assign` makes the student version from it.
 `labcode grade` runs each submission, then calls the submitted functions again from the
 grader's own copy of these checks (see labcode.grading).
 
-Adding a check: write the reference in labcode/references.py, then an `Exercise` (cases,
+Adding a check: write the reference in labcode/checks/answers.py, then an `Exercise` (cases,
 kind, mistakes) registered in the chapter module, and a public function calling run_check.
 """
 from __future__ import annotations
 
-from labcode.checks.architectures import (
+from labcode.checks.ch2 import (
     alexnet_output_shapes,
     compound_scaling,
     grouped_conv_params,
@@ -100,7 +100,7 @@ from labcode.checks.architectures import (
     squeeze_excitation,
     topk_error,
 )
-from labcode.checks.conv import (
+from labcode.checks.ch1 import (
     avg_pool2d,
     cnn_param_count,
     conv2d,
@@ -110,7 +110,7 @@ from labcode.checks.conv import (
     padding_amount,
 )
 from labcode.checks.core import EXERCISES, CheckResult, Exercise, run_check
-from labcode.checks.vit import (
+from labcode.checks.ch3 import (
     add_class_token_and_positions,
     encoder_block,
     merge_heads,

@@ -2,7 +2,7 @@
 
 Convolution arithmetic follows Dumoulin & Visin, "A guide to convolution arithmetic for
 deep learning" (arXiv 1603.07285). Each `check.X(fn)` compares the student's fn with
-`labcode.references.X` on the cases below, smallest first, and names the usual mistake
+`labcode.checks.answers.X` on the cases below, smallest first, and names the usual mistake
 when the student's answer equals one of the wrong functions listed with it.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from labcode import references as ref
+from labcode.checks import answers
 from labcode.checks.core import Case, CheckResult, Exercise, Mistake, register, run_check, seeded
 
 PADDINGS = ("valid", "same", "full")
@@ -35,7 +35,7 @@ def _conv_output_size_cases() -> list[Case]:
         if padding == "same":
             stride = 1
         span = dilation * (k - 1) + 1
-        extra = 2 * padding if isinstance(padding, int) else sum(ref.padding_amount(padding, span))
+        extra = 2 * padding if isinstance(padding, int) else sum(answers.padding_amount(padding, span))
         if n + extra < span:
             continue
         configs.add((n, k, stride, padding, dilation))
@@ -54,7 +54,7 @@ def _size_with(pads: dict, n: int, k: int, stride: int = 1, padding=0, dilation:
 
 def _rounded_up(n: int, k: int, stride: int = 1, padding=0, dilation: int = 1) -> int:
     span = dilation * (k - 1) + 1
-    before, after = ref.padding_amount(padding, span) if isinstance(padding, str) else (padding, padding)
+    before, after = answers.padding_amount(padding, span) if isinstance(padding, str) else (padding, padding)
     return -(-(n + before + after - span) // stride) + 1
 
 
@@ -62,15 +62,15 @@ CONV_OUTPUT_SIZE = register(Exercise(
     name="conv_output_size",
     signature="conv_output_size(n, k, stride, padding, dilation=1) -> int",
     arg_names=["n", "k", "stride", "padding"],
-    reference=ref.conv_output_size,
+    reference=answers.conv_output_size,
     make_cases=_conv_output_size_cases,
     kind="int",
     mistakes=[
         Mistake(_rounded_up,
                 "the division by the stride must round down (//): a window that does not fit is dropped"),
-        Mistake(lambda *a, **kw: ref.conv_output_size(*a, **kw) + 1,
+        Mistake(lambda *a, **kw: answers.conv_output_size(*a, **kw) + 1,
                 "one too many: floor((n + 2p - k) / s) + 1 already counts the first window once"),
-        Mistake(lambda *a, **kw: ref.conv_output_size(*a, **kw) - 1,
+        Mistake(lambda *a, **kw: answers.conv_output_size(*a, **kw) - 1,
                 "one too few: did you forget the + 1 that counts the first window?"),
         Mistake(lambda n, k, stride=1, padding=0, dilation=1: _size_with(
             {"valid": lambda s: (0, 0), "same": lambda s: (s - 1, s - 1), "full": lambda s: (s - 1, s - 1)},
@@ -80,9 +80,9 @@ CONV_OUTPUT_SIZE = register(Exercise(
             {"valid": lambda s: (0, 0), "same": lambda s: ((s - 1) // 2, s - 1 - (s - 1) // 2),
              "full": lambda s: (s, s)}, n, k, stride, padding, dilation),
             "'full' pads k - 1 pixels on each side (the kernel must overlap at least one input pixel), not k"),
-        Mistake(lambda n, k, stride=1, padding=0, dilation=1: ref.conv_output_size(n, k, 1, padding, dilation),
+        Mistake(lambda n, k, stride=1, padding=0, dilation=1: answers.conv_output_size(n, k, 1, padding, dilation),
                 "the stride is missing: divide the distance the window can travel by the stride"),
-        Mistake(lambda n, k, stride=1, padding=0, dilation=1: ref.conv_output_size(n, k, stride, padding, 1),
+        Mistake(lambda n, k, stride=1, padding=0, dilation=1: answers.conv_output_size(n, k, stride, padding, 1),
                 "dilation spreads the kernel: it covers dilation * (k - 1) + 1 pixels"),
     ],
 ))
@@ -109,15 +109,15 @@ PADDING_AMOUNT = register(Exercise(
     name="padding_amount",
     signature="padding_amount(mode, k) -> (before, after)",
     arg_names=["mode", "k"],
-    reference=ref.padding_amount,
+    reference=answers.padding_amount,
     make_cases=_padding_amount_cases,
     kind="ints",
     mistakes=[
-        Mistake(lambda mode, k: (k - 1, k - 1) if mode == "same" else ref.padding_amount(mode, k),
+        Mistake(lambda mode, k: (k - 1, k - 1) if mode == "same" else answers.padding_amount(mode, k),
                 "'same' adds k - 1 pixels in total, split between the two sides, not k - 1 on each side"),
-        Mistake(lambda mode, k: (k // 2, (k - 1) // 2) if mode == "same" else ref.padding_amount(mode, k),
+        Mistake(lambda mode, k: (k // 2, (k - 1) // 2) if mode == "same" else answers.padding_amount(mode, k),
                 "for an even k the odd pixel of 'same' padding goes after (at the end), as in torch"),
-        Mistake(lambda mode, k: (k, k) if mode == "full" else ref.padding_amount(mode, k),
+        Mistake(lambda mode, k: (k, k) if mode == "full" else answers.padding_amount(mode, k),
                 "'full' adds k - 1 on each side: the kernel's last pixel just touches the first input pixel"),
     ],
 ))
@@ -164,27 +164,27 @@ def _conv2d_cases(name: str, count: int, max_size: int, max_channels: int) -> li
 
 
 def _flipped(x, w, b=None, stride=1, padding=0):
-    return ref.conv2d(x, w.flip(-1, -2), b, stride, padding)
+    return answers.conv2d(x, w.flip(-1, -2), b, stride, padding)
 
 
 def _same_too_wide(x, w, b=None, stride=1, padding=0):
     if padding == "same":
         k = w.shape[-1]
         return F.conv2d(F.pad(x, (k - 1,) * 4), w, b, stride=stride)
-    return ref.conv2d(x, w, b, stride, padding)
+    return answers.conv2d(x, w, b, stride, padding)
 
 
 _CONV_MISTAKES = [
     Mistake(_flipped, "your output is a true convolution (kernel flipped); a CNN layer computes the "
             "cross-correlation: sum of x[i + a, j + b] * w[a, b], no flipping"),
-    Mistake(lambda x, w, b=None, stride=1, padding=0: ref.conv2d(x, w, None, stride, padding),
+    Mistake(lambda x, w, b=None, stride=1, padding=0: answers.conv2d(x, w, None, stride, padding),
             "the bias is missing: add b[o] to every position of output channel o"),
     Mistake(_same_too_wide, "'same' pads k - 1 pixels in total, (k - 1) / 2 on each side, not k - 1 on each side"),
-    Mistake(lambda x, w, b=None, stride=1, padding=0: ref.conv2d(x, w, b, 1, padding),
+    Mistake(lambda x, w, b=None, stride=1, padding=0: answers.conv2d(x, w, b, 1, padding),
             "the stride is ignored: move the window by `stride` pixels between outputs"),
-    Mistake(lambda x, w, b=None, stride=1, padding=0: ref.conv2d(x, w, b, stride, 0 if isinstance(padding, int) else padding),
+    Mistake(lambda x, w, b=None, stride=1, padding=0: answers.conv2d(x, w, b, stride, 0 if isinstance(padding, int) else padding),
             "the int padding is ignored: pad `padding` zeros on every side first"),
-    Mistake(lambda x, w, b=None, stride=1, padding=0: ref.conv2d(x, w.transpose(-1, -2), b, stride, padding)
+    Mistake(lambda x, w, b=None, stride=1, padding=0: answers.conv2d(x, w.transpose(-1, -2), b, stride, padding)
             if w.shape[-1] == w.shape[-2] else None,
             "the kernel is transposed: w[o, c, a, b] multiplies x[n, c, i + a, j + b], rows first"),
 ]
@@ -199,14 +199,14 @@ _CONV_DOC = """Check fn(x, w, b=None, stride=1, padding=0) -> tensor: a 2-D cros
 
 CONV2D = register(Exercise(
     name="conv2d", signature="conv2d(x, w, b=None, stride=1, padding=0) -> tensor",
-    arg_names=["x", "w", "b", "stride", "padding"], reference=ref.conv2d,
+    arg_names=["x", "w", "b", "stride", "padding"], reference=answers.conv2d,
     make_cases=lambda: _conv2d_cases("conv2d", 80, 12, 4), kind="tensor",
     mistakes=_CONV_MISTAKES, time_limit=10.0,
 ))
 
 CONV2D_LOOP = register(Exercise(
     name="conv2d_loop", signature="conv2d_loop(x, w, b=None, stride=1, padding=0) -> tensor",
-    arg_names=["x", "w", "b", "stride", "padding"], reference=ref.conv2d_loop,
+    arg_names=["x", "w", "b", "stride", "padding"], reference=answers.conv2d_loop,
     make_cases=lambda: _conv2d_cases("conv2d_loop", 30, 7, 2), kind="tensor",
     mistakes=_CONV_MISTAKES, time_limit=30.0,
 ))
@@ -246,31 +246,31 @@ def _pool_cases(name: str) -> list[Case]:
 
 MAX_POOL2D = register(Exercise(
     name="max_pool2d", signature="max_pool2d(x, kernel_size, stride) -> tensor",
-    arg_names=["x", "kernel_size", "stride"], reference=ref.max_pool2d,
+    arg_names=["x", "kernel_size", "stride"], reference=answers.max_pool2d,
     make_cases=lambda: _pool_cases("max_pool2d"), kind="tensor",
     mistakes=[
-        Mistake(lambda x, k, s: ref.max_pool2d(x, k, 1),
+        Mistake(lambda x, k, s: answers.max_pool2d(x, k, 1),
                 "the windows moved by 1 pixel: step by `stride` between windows"),
-        Mistake(lambda x, k, s: ref.max_pool2d(x, k, k),
+        Mistake(lambda x, k, s: answers.max_pool2d(x, k, k),
                 "the windows moved by kernel_size: use the `stride` argument"),
-        Mistake(lambda x, k, s: ref.avg_pool2d(x, k, s), "that is the mean of each window; max pooling keeps the largest value"),
-        Mistake(lambda x, k, s: ref.max_pool2d(x.abs(), k, s), "take the largest value, not the largest magnitude (no abs)"),
+        Mistake(lambda x, k, s: answers.avg_pool2d(x, k, s), "that is the mean of each window; max pooling keeps the largest value"),
+        Mistake(lambda x, k, s: answers.max_pool2d(x.abs(), k, s), "take the largest value, not the largest magnitude (no abs)"),
     ],
 ))
 
 AVG_POOL2D = register(Exercise(
     name="avg_pool2d", signature="avg_pool2d(x, kernel_size, stride) -> tensor",
-    arg_names=["x", "kernel_size", "stride"], reference=ref.avg_pool2d,
+    arg_names=["x", "kernel_size", "stride"], reference=answers.avg_pool2d,
     make_cases=lambda: _pool_cases("avg_pool2d"), kind="tensor",
     mistakes=[
-        Mistake(lambda x, k, s: ref.avg_pool2d(x, k, 1),
+        Mistake(lambda x, k, s: answers.avg_pool2d(x, k, 1),
                 "the windows moved by 1 pixel: step by `stride` between windows"),
-        Mistake(lambda x, k, s: ref.avg_pool2d(x, k, k),
+        Mistake(lambda x, k, s: answers.avg_pool2d(x, k, k),
                 "the windows moved by kernel_size: use the `stride` argument"),
-        Mistake(lambda x, k, s: ref.avg_pool2d(x, k, s) * k,
+        Mistake(lambda x, k, s: answers.avg_pool2d(x, k, s) * k,
                 "divide by the number of pixels in the window, kernel_size * kernel_size, not kernel_size"),
-        Mistake(lambda x, k, s: ref.avg_pool2d(x, k, s) * k * k, "that is the window's sum; divide by kernel_size * kernel_size"),
-        Mistake(lambda x, k, s: ref.max_pool2d(x, k, s), "that is max pooling; average pooling takes each window's mean"),
+        Mistake(lambda x, k, s: answers.avg_pool2d(x, k, s) * k * k, "that is the window's sum; divide by kernel_size * kernel_size"),
+        Mistake(lambda x, k, s: answers.max_pool2d(x, k, s), "that is max pooling; average pooling takes each window's mean"),
     ],
 ))
 
@@ -321,7 +321,7 @@ def _cnn_cases() -> list[Case]:
 
 
 def _params_no_bias(layers, input_shape):
-    model = ref.build_cnn(layers, input_shape)
+    model = answers.build_cnn(layers, input_shape)
     return sum(p.numel() for name, p in model.named_parameters() if name.endswith("weight"))
 
 
@@ -341,13 +341,13 @@ def _params_unshrunk(layers, input_shape):
 
 
 def _params_no_in_channels(layers, input_shape):
-    model = ref.build_cnn(layers, input_shape)
+    model = answers.build_cnn(layers, input_shape)
     return sum(p.numel() // (p.shape[1] if p.dim() == 4 else 1) for p in model.parameters())
 
 
 CNN_PARAM_COUNT = register(Exercise(
     name="cnn_param_count", signature="cnn_param_count(layers, input_shape) -> int",
-    arg_names=["layers", "input_shape"], reference=ref.cnn_param_count,
+    arg_names=["layers", "input_shape"], reference=answers.cnn_param_count,
     make_cases=_cnn_cases, kind="int",
     mistakes=[
         Mistake(_params_no_bias, "the biases are missing: every conv and linear layer adds one per output channel or feature"),
@@ -368,6 +368,6 @@ def cnn_param_count(fn, *, time_limit: float | None = None, points: float = 1, v
         ("flatten",)
         ("linear", out_features)                               with bias
     The answer is sum(p.numel() for p in model.parameters()) of the torch model built
-    from those rows (see labcode.references.build_cnn).
+    from those rows (see labcode.checks.answers.build_cnn).
     """
     return run_check(CNN_PARAM_COUNT, fn, time_limit=time_limit, points=points, verbose=verbose)

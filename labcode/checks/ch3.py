@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from labcode import references as ref
+from labcode.checks import answers
 from labcode.checks.core import Case, CheckResult, Exercise, Mistake, register, run_check, seeded
 
 # ---------------------------------------------------------------------------------------
@@ -43,7 +43,7 @@ def _patchify_column_major(images, p):
 
 PATCHIFY = register(Exercise(
     name="patchify", signature="patchify(images, p) -> (B, N, C*p*p)",
-    arg_names=["images", "p"], reference=ref.patchify, make_cases=_patchify_cases, kind="tensor",
+    arg_names=["images", "p"], reference=answers.patchify, make_cases=_patchify_cases, kind="tensor",
     mistakes=[
         Mistake(_patchify_channels_last, "inside a patch the order is channel first, then row, then column "
                 "(C, p, p), as in a Conv2d weight; yours puts the channel last (p, p, C)"),
@@ -85,9 +85,9 @@ def _hw(size):
 
 VIT_SEQUENCE_LENGTH = register(Exercise(
     name="vit_sequence_length", signature="vit_sequence_length(image_size, patch_size) -> int",
-    arg_names=["image_size", "patch_size"], reference=ref.vit_sequence_length, make_cases=_sequence_cases, kind="int",
+    arg_names=["image_size", "patch_size"], reference=answers.vit_sequence_length, make_cases=_sequence_cases, kind="int",
     mistakes=[
-        Mistake(lambda s, p: ref.vit_sequence_length(s, p) - 1, "add one token for the class token"),
+        Mistake(lambda s, p: answers.vit_sequence_length(s, p) - 1, "add one token for the class token"),
         Mistake(lambda s, p: _hw(s)[0] // p + 1, "the patches form a grid: (H / p) * (W / p) of them, not H / p"),
         Mistake(lambda s, p: _hw(s)[0] * _hw(s)[1] // p + 1, "divide each side by the patch size: (H / p) * (W / p), not H * W / p"),
     ],
@@ -122,7 +122,7 @@ def _vit_config_cases() -> list[Case]:
 
 def _vit_without(config, *, positions=True, biases=True, norms=True, head=True):
     D, M, p = config["hidden_dim"], config["mlp_dim"], config["patch_size"]
-    tokens = ref.vit_sequence_length(config["image_size"], p)
+    tokens = answers.vit_sequence_length(config["image_size"], p)
     total = 3 * p * p * D + (D if biases else 0)
     total += (D + tokens * D) if positions else 0
     block = 4 * D * D + M * D + D * M + ((4 * D + M + D) if biases else 0) + (4 * D if norms else 0)
@@ -134,7 +134,7 @@ def _vit_without(config, *, positions=True, biases=True, norms=True, head=True):
 
 VIT_PARAM_COUNT = register(Exercise(
     name="vit_param_count", signature="vit_param_count(config) -> int",
-    arg_names=["config"], reference=ref.vit_param_count, make_cases=_vit_config_cases, kind="int",
+    arg_names=["config"], reference=answers.vit_param_count, make_cases=_vit_config_cases, kind="int",
     mistakes=[
         Mistake(lambda c: _vit_without(c, positions=False),
                 "the class token (D) and the position embeddings ((N + 1) * D) are learned parameters too"),
@@ -188,7 +188,7 @@ def _attention_scaled(scale):
 
 SCALED_DOT_PRODUCT_ATTENTION = register(Exercise(
     name="scaled_dot_product_attention", signature="scaled_dot_product_attention(q, k, v) -> tensor",
-    arg_names=["q", "k", "v"], reference=ref.scaled_dot_product_attention, make_cases=_attention_cases, kind="tensor",
+    arg_names=["q", "k", "v"], reference=answers.scaled_dot_product_attention, make_cases=_attention_cases, kind="tensor",
     mistakes=[
         Mistake(_attention_scaled(lambda d: 1.0), "the scores need the 1 / sqrt(d) scale before the softmax"),
         Mistake(_attention_scaled(lambda d: 1.0 / d), "scale by 1 / sqrt(d), not 1 / d"),
@@ -227,7 +227,7 @@ def _heads_cases(name: str, split: bool) -> list[Case]:
 
 SPLIT_HEADS = register(Exercise(
     name="split_heads", signature="split_heads(x, h) -> (B, h, N, D/h)",
-    arg_names=["x", "h"], reference=ref.split_heads, make_cases=lambda: _heads_cases("split_heads", True), kind="tensor",
+    arg_names=["x", "h"], reference=answers.split_heads, make_cases=lambda: _heads_cases("split_heads", True), kind="tensor",
     mistakes=[
         Mistake(lambda x, h: x.reshape(x.shape[0], h, x.shape[1], x.shape[2] // h),
                 "reshaping straight to (B, h, N, D/h) mixes tokens: reshape to (B, N, h, D/h), then swap dims 1 and 2"),
@@ -238,7 +238,7 @@ SPLIT_HEADS = register(Exercise(
 
 MERGE_HEADS = register(Exercise(
     name="merge_heads", signature="merge_heads(x) -> (B, N, h*d)",
-    arg_names=["x"], reference=ref.merge_heads, make_cases=lambda: _heads_cases("merge_heads", False), kind="tensor",
+    arg_names=["x"], reference=answers.merge_heads, make_cases=lambda: _heads_cases("merge_heads", False), kind="tensor",
     mistakes=[
         Mistake(lambda x: x.reshape(x.shape[0], x.shape[2], -1),
                 "reshaping (B, h, N, d) straight to (B, N, h*d) mixes tokens: transpose(1, 2) first"),
@@ -274,7 +274,7 @@ def _class_token_cases() -> list[Case]:
 
 ADD_CLASS_TOKEN_AND_POSITIONS = register(Exercise(
     name="add_class_token_and_positions", signature="add_class_token_and_positions(tokens, cls, pos) -> (B, N+1, D)",
-    arg_names=["tokens", "cls", "pos"], reference=ref.add_class_token_and_positions,
+    arg_names=["tokens", "cls", "pos"], reference=answers.add_class_token_and_positions,
     make_cases=_class_token_cases, kind="tensor",
     mistakes=[
         Mistake(lambda t, c, p: torch.cat([t, c.expand(t.shape[0], -1, -1)], dim=1) + p,
@@ -334,9 +334,9 @@ def _encoder_variant(*, post_norm=False, scale=True, act=F.gelu, residual=True):
 
         def attention(y):
             q, k, v = F.linear(y, params["self_attention.in_proj_weight"], params["self_attention.in_proj_bias"]).chunk(3, dim=-1)
-            q, k, v = (ref.split_heads(t, num_heads) for t in (q, k, v))
+            q, k, v = (answers.split_heads(t, num_heads) for t in (q, k, v))
             scores = q @ k.transpose(-2, -1) / (math.sqrt(q.shape[-1]) if scale else 1.0)
-            out = ref.merge_heads(scores.softmax(dim=-1) @ v)
+            out = answers.merge_heads(scores.softmax(dim=-1) @ v)
             return F.linear(out, params["self_attention.out_proj.weight"], params["self_attention.out_proj.bias"])
 
         def mlp(y):
@@ -353,7 +353,7 @@ def _encoder_variant(*, post_norm=False, scale=True, act=F.gelu, residual=True):
 
 ENCODER_BLOCK = register(Exercise(
     name="encoder_block", signature="encoder_block(x, params, num_heads) -> tensor",
-    arg_names=["x", "params", "num_heads"], reference=ref.encoder_block, make_cases=_encoder_cases, kind="tensor",
+    arg_names=["x", "params", "num_heads"], reference=answers.encoder_block, make_cases=_encoder_cases, kind="tensor",
     time_limit=10.0,
     mistakes=[
         Mistake(_encoder_variant(post_norm=True), "ViT normalises before each sub-layer (pre-norm): x + attention(LN(x)), "

@@ -1,6 +1,8 @@
-"""Reference solutions to the book's exercises: what `labcode.checks` compares answers with.
+"""The answer key: one reference solution per exercise, what every check compares answers with.
 
-One function per exercise, with the signature the exercise asks the student to write.
+One function per exercise, named like the exercise (`answers.conv2d` for `check.conv2d`),
+with the signature the exercise asks the student to write; the declarations in
+`labcode.checks.ch1`, `ch2` and `ch3` name them as their `reference`.
 They are built from torch's own operations (`torch.nn.functional`, modules created on the
 "meta" device for parameter counts), not from labcode's from-scratch code, so a check
 never depends on the code it is teaching. The tests compare the counts and shapes here

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from labcode import references as ref
+from labcode.checks import answers
 from labcode.checks.core import Case, CheckResult, Exercise, Mistake, register, run_check, seeded
 
 # ---------------------------------------------------------------------------------------
@@ -31,23 +31,23 @@ def _alexnet_cases() -> list[Case]:
 def _alexnet_with(rows):
     def shapes(input_size):
         height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
-        return ref.layer_shapes(rows, (3, height, width))
+        return answers.layer_shapes(rows, (3, height, width))
     return shapes
 
 
 _PAPER_CHANNELS = [(r[0], {64: 96, 192: 256, 384: 384, 256: 256}[r[1]], *r[2:]) if r[0] == "conv" else r
-                   for r in ref.ALEXNET_FEATURES]
+                   for r in answers.ALEXNET_FEATURES]
 _PAPER_CHANNELS[8] = ("conv", 384, 3, 1, 1)
 
 ALEXNET_OUTPUT_SHAPES = register(Exercise(
     name="alexnet_output_shapes", signature="alexnet_output_shapes(input_size) -> list of (C, H, W)",
-    arg_names=["input_size"], reference=ref.alexnet_output_shapes, make_cases=_alexnet_cases, kind="shapes",
+    arg_names=["input_size"], reference=answers.alexnet_output_shapes, make_cases=_alexnet_cases, kind="shapes",
     mistakes=[
-        Mistake(_alexnet_with([("maxpool", 3, 1) if r[0] == "maxpool" else r for r in ref.ALEXNET_FEATURES]),
+        Mistake(_alexnet_with([("maxpool", 3, 1) if r[0] == "maxpool" else r for r in answers.ALEXNET_FEATURES]),
                 "AlexNet's max pools overlap: 3x3 windows with stride 2"),
-        Mistake(_alexnet_with([("maxpool", 2, 2) if r[0] == "maxpool" else r for r in ref.ALEXNET_FEATURES]),
+        Mistake(_alexnet_with([("maxpool", 2, 2) if r[0] == "maxpool" else r for r in answers.ALEXNET_FEATURES]),
                 "AlexNet's max pools are 3x3 with stride 2 (overlapping), not 2x2"),
-        Mistake(_alexnet_with([(*r[:4], 0) if r[0] == "conv" else r for r in ref.ALEXNET_FEATURES]),
+        Mistake(_alexnet_with([(*r[:4], 0) if r[0] == "conv" else r for r in answers.ALEXNET_FEATURES]),
                 "the convolutions are padded: 2 pixels for conv1 and conv2, 1 for conv3 to conv5"),
         Mistake(_alexnet_with(_PAPER_CHANNELS),
                 "torchvision's AlexNet has 64, 192, 384, 256, 256 channels (the single-tower variant), "
@@ -83,16 +83,16 @@ def _grouped_cases() -> list[Case]:
 
 GROUPED_CONV_PARAMS = register(Exercise(
     name="grouped_conv_params", signature="grouped_conv_params(c_in, c_out, k, groups, bias) -> int",
-    arg_names=["c_in", "c_out", "k", "groups", "bias"], reference=ref.grouped_conv_params,
+    arg_names=["c_in", "c_out", "k", "groups", "bias"], reference=answers.grouped_conv_params,
     make_cases=_grouped_cases, kind="int",
     mistakes=[
         Mistake(lambda c_in, c_out, k, groups, bias: c_in * c_out * k * k + (c_out if bias else 0),
                 "each group's filters see only c_in / groups input channels: weights = c_out * (c_in / groups) * k * k"),
         Mistake(lambda c_in, c_out, k, groups, bias: (c_in // groups) * (c_out // groups) * k * k + (c_out if bias else 0),
                 "divide by the groups once: there are c_out filters in all, each spanning c_in / groups channels"),
-        Mistake(lambda c_in, c_out, k, groups, bias: ref.grouped_conv_params(c_in, c_out, k, groups, not bias),
+        Mistake(lambda c_in, c_out, k, groups, bias: answers.grouped_conv_params(c_in, c_out, k, groups, not bias),
                 "bias=True adds c_out parameters, one per output channel; bias=False adds none"),
-        Mistake(lambda c_in, c_out, k, groups, bias: ref.grouped_conv_params(c_in, c_out, k, groups, bias) - (c_out if bias else 0) + (c_out // groups if bias else 0),
+        Mistake(lambda c_in, c_out, k, groups, bias: answers.grouped_conv_params(c_in, c_out, k, groups, bias) - (c_out if bias else 0) + (c_out // groups if bias else 0),
                 "there is one bias per output channel, c_out of them, whatever the groups"),
     ],
 ))
@@ -126,15 +126,15 @@ def _topk_cases() -> list[Case]:
 
 TOPK_ERROR = register(Exercise(
     name="topk_error", signature="topk_error(logits, labels, k) -> float",
-    arg_names=["logits", "labels", "k"], reference=ref.topk_error, make_cases=_topk_cases, kind="number",
+    arg_names=["logits", "labels", "k"], reference=answers.topk_error, make_cases=_topk_cases, kind="number",
     mistakes=[
-        Mistake(lambda logits, labels, k: 1.0 - ref.topk_error(logits, labels, k),
+        Mistake(lambda logits, labels, k: 1.0 - answers.topk_error(logits, labels, k),
                 "that is the top-k accuracy; the error is 1 - accuracy"),
-        Mistake(lambda logits, labels, k: 100.0 * ref.topk_error(logits, labels, k),
+        Mistake(lambda logits, labels, k: 100.0 * answers.topk_error(logits, labels, k),
                 "return a fraction between 0 and 1, not a percentage"),
-        Mistake(lambda logits, labels, k: ref.topk_error(logits, labels, 1),
+        Mistake(lambda logits, labels, k: answers.topk_error(logits, labels, 1),
                 "k is ignored: a sample counts as right when its label is among the k highest scores"),
-        Mistake(lambda logits, labels, k: ref.topk_error(-logits, labels, k),
+        Mistake(lambda logits, labels, k: answers.topk_error(-logits, labels, k),
                 "take the k largest logits (topk's default), not the smallest"),
     ],
 ))
@@ -180,7 +180,7 @@ def _se_gate_only(x, w1, b1, w2, b2):
 
 SQUEEZE_EXCITATION = register(Exercise(
     name="squeeze_excitation", signature="squeeze_excitation(x, w1, b1, w2, b2) -> tensor",
-    arg_names=["x", "w1", "b1", "w2", "b2"], reference=ref.squeeze_excitation, make_cases=_se_cases, kind="tensor",
+    arg_names=["x", "w1", "b1", "w2", "b2"], reference=answers.squeeze_excitation, make_cases=_se_cases, kind="tensor",
     mistakes=[
         Mistake(_se_with(act=F.relu), "EfficientNet's squeeze-and-excitation uses SiLU between the two layers, not ReLU"),
         Mistake(_se_with(gate=lambda z: z), "the gate needs a sigmoid, so each channel is scaled by a number between 0 and 1"),
@@ -231,7 +231,7 @@ def _mbconv_counts(c_in, c_out, expand, k, se_ratio, bn=True, se_from_hidden=Fal
 
 MBCONV_PARAMS = register(Exercise(
     name="mbconv_params", signature="mbconv_params(c_in, c_out, expand, k, se_ratio) -> int",
-    arg_names=["c_in", "c_out", "expand", "k", "se_ratio"], reference=ref.mbconv_params,
+    arg_names=["c_in", "c_out", "expand", "k", "se_ratio"], reference=answers.mbconv_params,
     make_cases=_mbconv_cases, kind="int",
     mistakes=[
         Mistake(lambda *a: _mbconv_counts(*a, bn=False),
@@ -277,18 +277,18 @@ def _scaling_cases() -> list[Case]:
 
 COMPOUND_SCALING = register(Exercise(
     name="compound_scaling", signature="compound_scaling(base_channels, base_layers, width_mult, depth_mult) -> (channels, layers)",
-    arg_names=["base_channels", "base_layers", "width_mult", "depth_mult"], reference=ref.compound_scaling,
+    arg_names=["base_channels", "base_layers", "width_mult", "depth_mult"], reference=answers.compound_scaling,
     make_cases=_scaling_cases, kind="ints",
     mistakes=[
         Mistake(lambda c, n, w, d: (round(c * w), math.ceil(n * d)),
                 "round the channels to a multiple of 8 (hardware-friendly widths), with make_divisible's rule"),
         Mistake(lambda c, n, w, d: (max(8, int(c * w + 4) // 8 * 8), math.ceil(n * d)),
                 "after rounding to a multiple of 8, add 8 more if the result lost more than 10% of c * width_mult"),
-        Mistake(lambda c, n, w, d: (ref.make_divisible(c * w), int(n * d)),
+        Mistake(lambda c, n, w, d: (answers.make_divisible(c * w), int(n * d)),
                 "round the number of layers up (math.ceil): depth never shrinks below the scaled value"),
-        Mistake(lambda c, n, w, d: (ref.make_divisible(c * w), round(n * d)),
+        Mistake(lambda c, n, w, d: (answers.make_divisible(c * w), round(n * d)),
                 "round the number of layers up (math.ceil), not to the nearest whole number"),
-        Mistake(lambda c, n, w, d: (ref.make_divisible(c * d), math.ceil(n * w)),
+        Mistake(lambda c, n, w, d: (answers.make_divisible(c * d), math.ceil(n * w)),
                 "width_mult scales the channels and depth_mult the layers: the two are swapped"),
     ],
 ))
