@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from labcode.functional._checks import check_floating, check_tensor
+from labcode import validate
 
 
 def attention_weights(
@@ -40,10 +40,19 @@ def attention_weights(
         (..., L, S) weights, each row summing to 1.
     """
     fn = "attention_weights"
-    _check_qk(fn, query, key)
-    check_tensor(fn, "attn_mask", attn_mask, optional=True)
-    if is_causal and attn_mask is not None:
-        raise ValueError(f"{fn}: give attn_mask or is_causal=True, not both")
+    validate.query_key(fn, query, key)
+    validate.attention_mask(fn, attn_mask, is_causal)
+    return attention_weights_unchecked(query, key, attn_mask, is_causal, scale)
+
+
+def attention_weights_unchecked(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """`attention_weights` without the checks, for a layer that has checked its input."""
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
     scores = (query * scale) @ key.transpose(-2, -1)  # (..., L, S)
     if is_causal:
@@ -79,31 +88,24 @@ def scaled_dot_product_attention(
         (..., L, Ev).
     """
     fn = "scaled_dot_product_attention"
-    _check_qk(fn, query, key)
-    check_tensor(fn, "value", value)
-    if value.dim() < 2 or value.shape[-2] != key.shape[-2]:
-        raise ValueError(
-            f"{fn}: value must have as many rows as key ({key.shape[-2]}), "
-            f"got value shape {tuple(value.shape)} and key shape {tuple(key.shape)}"
-        )
-    if not 0.0 <= dropout_p <= 1.0:
-        raise ValueError(f"{fn}: dropout_p must be between 0 and 1, got {dropout_p}")
-    weights = attention_weights(query, key, attn_mask, is_causal, scale)  # (..., L, S)
+    validate.query_key(fn, query, key)
+    validate.attention_value(fn, key, value)
+    validate.probability(fn, "dropout_p", dropout_p)
+    validate.attention_mask(fn, attn_mask, is_causal)
+    return scaled_dot_product_attention_unchecked(query, key, value, attn_mask, dropout_p, is_causal, scale)
+
+
+def scaled_dot_product_attention_unchecked(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """`scaled_dot_product_attention` without the checks, for a layer that has checked."""
+    weights = attention_weights_unchecked(query, key, attn_mask, is_causal, scale)  # (..., L, S)
     if dropout_p > 0.0:
         weights = torch.nn.functional.dropout(weights, p=dropout_p)
     return weights @ value  # (..., L, Ev)
-
-
-def _check_qk(fn: str, query: object, key: object) -> None:
-    check_tensor(fn, "query", query)
-    check_tensor(fn, "key", key)
-    check_floating(fn, "query", query)
-    for name, t in (("query", query), ("key", key)):
-        if t.dim() < 2:
-            raise ValueError(f"{fn}: {name} must be at least 2-D (..., length, width), got shape {tuple(t.shape)}")
-    if query.shape[-1] != key.shape[-1]:
-        raise ValueError(
-            f"{fn}: query and key must have the same width (last dimension), got "
-            f"query {tuple(query.shape)} (width {query.shape[-1]}) and key "
-            f"{tuple(key.shape)} (width {key.shape[-1]})"
-        )

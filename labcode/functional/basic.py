@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from labcode.functional._checks import check_floating, check_tensor
+from labcode import validate
 
 
 def linear(
@@ -26,22 +26,14 @@ def linear(
     Returns:
         (..., out_features).
     """
-    fn = "linear"
-    check_tensor(fn, "input", input)
-    check_tensor(fn, "weight", weight)
-    check_tensor(fn, "bias", bias, optional=True)
-    check_floating(fn, "input", input)
-    if weight.dim() != 2:
-        raise ValueError(
-            f"{fn}: weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}"
-        )
-    if input.dim() < 1 or input.shape[-1] != weight.shape[1]:
-        raise ValueError(
-            f"{fn}: input's last dimension must be in_features = {weight.shape[1]} "
-            f"(weight shape {tuple(weight.shape)}), got input shape {tuple(input.shape)}"
-        )
-    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-        raise ValueError(f"{fn}: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    validate.linear_arguments("linear", input, weight, bias)
+    return linear_unchecked(input, weight, bias)
+
+
+def linear_unchecked(
+    input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`linear` without the checks, for a layer that has checked its input already."""
     if bias is None:
         return input @ weight.t()
     if input.dim() == 2:
@@ -65,5 +57,5 @@ class _ReLU(torch.autograd.Function):
 
 def relu(input: torch.Tensor) -> torch.Tensor:
     """max(0, input), element-wise; the gradient is 0 at 0, as in torch."""
-    check_tensor("relu", "input", input)
+    validate.tensor("relu", "input", input)
     return _ReLU.apply(input)

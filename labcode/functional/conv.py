@@ -32,14 +32,15 @@ Arithmetic follows Dumoulin & Visin, arXiv 1603.07285.
 """
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 
-from labcode.functional._checks import (
-    IntPair, autocast_dtype, check_floating, check_rank, check_tensor, check_window_fits,
-    no_autocast, pair,
-)
+from labcode import validate
 from labcode.functional.sizes import conv_padding
+from labcode.validate import IntPair
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -71,43 +72,30 @@ def conv2d(
         Float16 and bfloat16 are computed in float32 and returned in their own dtype.
     """
     fn = "conv2d"
-    check_tensor(fn, "input", input)
-    check_tensor(fn, "weight", weight)
-    check_tensor(fn, "bias", bias, optional=True)
-    check_rank(fn, "input", input, 4, "(N, C, H, W)")
-    check_rank(fn, "weight", weight, 4, "(C_out, C_in / groups, kh, kw)")
-    check_floating(fn, "input", input)
-    check_floating(fn, "weight", weight)
-    if isinstance(groups, bool) or not isinstance(groups, int):
-        raise TypeError(f"{fn}: groups must be an int, got {groups!r}")
-    if groups < 1:
-        raise ValueError(f"{fn}: groups must be at least 1, got {groups}")
-    channels, out_channels = input.shape[1], weight.shape[0]
-    if channels % groups or out_channels % groups:
-        raise ValueError(
-            f"{fn}: groups={groups} must divide the input channels ({channels}) "
-            f"and the output channels ({out_channels})"
-        )
-    if channels != weight.shape[1] * groups:
-        raise ValueError(
-            f"{fn}: weight {tuple(weight.shape)} with groups={groups} expects "
-            f"{weight.shape[1] * groups} input channels, got {channels} "
-            f"(input shape {tuple(input.shape)})"
-        )
-    if bias is not None and tuple(bias.shape) != (out_channels,):
-        raise ValueError(
-            f"{fn}: bias must have shape ({out_channels},), got {tuple(bias.shape)}"
-        )
-    stride = pair(fn, "stride", stride, minimum=1)
-    dilation = pair(fn, "dilation", dilation, minimum=1)
+    stride, dilation = validate.conv2d_arguments(fn, input, weight, bias, stride, dilation, groups)
     kernel = (weight.shape[2], weight.shape[3])
-    if min(kernel) < 1:
-        raise ValueError(f"{fn}: kernel size must be at least 1, got {kernel}")
     pads = conv_padding(fn, padding, kernel, dilation, stride)  # (top, bottom, left, right)
     padded = (input.shape[2] + pads[0] + pads[1], input.shape[3] + pads[2] + pads[3])
     reach = (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
-    check_window_fits(fn, "the (dilated) kernel", reach, padded)
+    validate.window_fits(fn, "the (dilated) kernel", reach, padded)
+    return conv2d_unchecked(input, weight, bias, stride, pads, dilation, groups)
 
+
+def conv2d_unchecked(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    dilation: tuple[int, int],
+    groups: int,
+) -> torch.Tensor:
+    """`conv2d` without the checks, for a layer that has checked its input already.
+
+    Takes the arguments `conv2d` has turned into numbers: stride and dilation as pairs,
+    the padding as (top, bottom, left, right) pixels.
+    """
+    channels, kernel = input.shape[1], (weight.shape[2], weight.shape[3])
     device_type = input.device.type
     dtype = autocast_dtype(device_type) or _result_type(input, weight, bias)
     compute = torch.float32 if dtype in LOW_PRECISION else dtype
@@ -123,6 +111,26 @@ def conv2d(
             out = _DenseConv.apply(x, w, b, stride, pads, dilation, groups)
         out = out.contiguous(memory_format=_memory_format(input))
     return out.to(dtype)
+
+
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast would use on `device_type`, or None when it is off."""
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+        return torch.get_autocast_dtype(device_type) if enabled else None
+    except (TypeError, AttributeError):  # torch < 2.4
+        if device_type == "cuda" and torch.is_autocast_enabled():
+            return torch.get_autocast_gpu_dtype()
+        if device_type == "cpu" and torch.is_autocast_cpu_enabled():
+            return torch.get_autocast_cpu_dtype()
+        return None
+
+
+@contextlib.contextmanager
+def no_autocast(device_type: str) -> Iterator[None]:
+    """Run the body in the dtypes we chose ourselves."""
+    with torch.autocast(device_type, enabled=False):
+        yield
 
 
 def _result_type(*tensors: torch.Tensor | None) -> torch.dtype:
@@ -388,22 +396,18 @@ def conv2d_loop(
         padding: an int, (ph, pw), "valid", "same" or "full".
     """
     fn = "conv2d_loop"
-    check_tensor(fn, "input", input)
-    check_tensor(fn, "weight", weight)
-    check_tensor(fn, "bias", bias, optional=True)
-    check_rank(fn, "input", input, 4, "(N, C, H, W)")
-    check_rank(fn, "weight", weight, 4, "(C_out, C_in, kh, kw)")
-    if input.shape[1] != weight.shape[1]:
-        raise ValueError(
-            f"{fn}: weight {tuple(weight.shape)} expects {weight.shape[1]} input channels, "
-            f"got {input.shape[1]}"
-        )
-    sh, sw = pair(fn, "stride", stride, minimum=1)
+    validate.tensor(fn, "input", input)
+    validate.tensor(fn, "weight", weight)
+    validate.tensor(fn, "bias", bias, optional=True)
+    validate.rank(fn, "input", input, 4, "(N, C, H, W)")
+    validate.rank(fn, "weight", weight, 4, "(C_out, C_in, kh, kw)")
+    validate.conv_channels(fn, input, weight, groups=1)
+    sh, sw = validate.pair(fn, "stride", stride, minimum=1)
     out_channels, _, kh, kw = weight.shape
     top, bottom, left, right = conv_padding(fn, padding, (kh, kw), (1, 1), (sh, sw))
     x = F.pad(input, (left, right, top, bottom))  # zeros around the image
     n, _, hp, wp = x.shape
-    check_window_fits(fn, "the kernel", (kh, kw), (hp, wp))
+    validate.window_fits(fn, "the kernel", (kh, kw), (hp, wp))
     ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
     out = input.new_zeros((n, out_channels, ho, wo))
     for b in range(n):

@@ -17,9 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from labcode.functional._checks import (
-    IntPair, check_floating, check_rank, check_tensor, check_window_fits, pair,
-)
+from labcode import validate
+from labcode.validate import IntPair
 
 
 def max_pool2d(
@@ -36,7 +35,15 @@ def max_pool2d(
     Returns:
         (N, C, H_out, W_out), H_out = floor((H + 2p - kh) / s) + 1.
     """
-    x, kernel, stride, padding = _check("max_pool2d", input, kernel_size, stride, padding)
+    kernel, stride, padding = _check("max_pool2d", input, kernel_size, stride, padding)
+    return max_pool2d_unchecked(input, kernel, stride, padding)
+
+
+def max_pool2d_unchecked(
+    input: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
+) -> torch.Tensor:
+    """`max_pool2d` without the checks, for a layer that has checked its input already."""
+    x = input
     if any(padding):
         x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]), value=float("-inf"))
     return _MaxPool.apply(x, kernel, stride)
@@ -56,27 +63,29 @@ def avg_pool2d(
     Returns:
         (N, C, H_out, W_out), H_out = floor((H + 2p - kh) / s) + 1.
     """
-    x, kernel, stride, padding = _check("avg_pool2d", input, kernel_size, stride, padding)
+    kernel, stride, padding = _check("avg_pool2d", input, kernel_size, stride, padding)
+    return avg_pool2d_unchecked(input, kernel, stride, padding)
+
+
+def avg_pool2d_unchecked(
+    input: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
+) -> torch.Tensor:
+    """`avg_pool2d` without the checks, for a layer that has checked its input already."""
+    x = input
     if any(padding):
         x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
     return _AvgPool.apply(x, kernel, stride)
 
 
 def _check(fn, input, kernel_size, stride, padding):
-    check_tensor(fn, "input", input)
-    check_rank(fn, "input", input, 4, "(N, C, H, W)")
-    check_floating(fn, "input", input)
-    kernel = pair(fn, "kernel_size", kernel_size, minimum=1)
-    stride = kernel if stride is None else pair(fn, "stride", stride, minimum=1)
-    padding = pair(fn, "padding", padding, minimum=0)
-    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
-        raise ValueError(
-            f"{fn}: padding must be at most half the kernel size "
-            f"({kernel[0] // 2}, {kernel[1] // 2}), got {padding}"
-        )
+    """Check the input and the window; return (kernel, stride, padding) as pairs."""
+    validate.tensor(fn, "input", input)
+    validate.rank(fn, "input", input, 4, "(N, C, H, W)")
+    validate.floating(fn, "input", input)
+    kernel, stride, padding = validate.pool_arguments(fn, kernel_size, stride, padding)
     padded = (input.shape[2] + 2 * padding[0], input.shape[3] + 2 * padding[1])
-    check_window_fits(fn, "the pooling window", kernel, padded)
-    return input, kernel, stride, padding
+    validate.window_fits(fn, "the pooling window", kernel, padded)
+    return kernel, stride, padding
 
 
 def _columns(x, j, size, stride):

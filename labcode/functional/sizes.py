@@ -15,9 +15,8 @@ The padding modes, per side:
 """
 from __future__ import annotations
 
-from labcode.functional._checks import pair
-
-PADDING_MODES = ("valid", "same", "full")
+from labcode import validate
+from labcode.validate import PADDING_MODES
 
 
 def padding_amount(mode: str | int, kernel_size: int, dilation: int = 1) -> tuple[int, int]:
@@ -31,13 +30,12 @@ def padding_amount(mode: str | int, kernel_size: int, dilation: int = 1) -> tupl
     Returns:
         (before, after): pixels added at the start and at the end of the axis.
     """
-    _check_positive("padding_amount", "kernel_size", kernel_size)
-    _check_positive("padding_amount", "dilation", dilation)
+    validate.positive_int("padding_amount", "kernel_size", kernel_size)
+    validate.positive_int("padding_amount", "dilation", dilation)
     if isinstance(mode, bool):
         raise TypeError(f"padding_amount: mode must be a string or an int, got {mode!r}")
     if isinstance(mode, int):
-        if mode < 0:
-            raise ValueError(f"padding_amount: padding must be at least 0, got {mode}")
+        validate.int_at_least("padding_amount", "padding", mode, 0)
         return mode, mode
     if not isinstance(mode, str):
         raise TypeError(
@@ -75,10 +73,9 @@ def conv_output_size(
         floor((n + 2p - d(k - 1) - 1) / s) + 1 for an int padding.
     """
     fn = "conv_output_size"
-    _check_positive(fn, "n", n)
-    _check_positive(fn, "stride", stride)
-    if padding == "same" and stride != 1:
-        raise ValueError(f"{fn}: padding='same' needs stride 1 (as in torch), got stride {stride}")
+    validate.positive_int(fn, "n", n)
+    validate.positive_int(fn, "stride", stride)
+    validate.padding_mode(fn, padding, stride)
     before, after = padding_amount(padding, kernel_size, dilation)
     reach = dilation * (kernel_size - 1) + 1  # pixels one window covers
     if n + before + after < reach:
@@ -95,21 +92,9 @@ def conv_padding(
 ) -> tuple[int, int, int, int]:
     """Any accepted `padding` argument as (top, bottom, left, right) pixels."""
     if isinstance(padding, str):
-        if padding not in PADDING_MODES:
-            raise ValueError(f"{fn}: padding must be an int, a pair or one of {PADDING_MODES}, got {padding!r}")
-        if padding == "same" and stride != (1, 1):
-            raise ValueError(
-                f"{fn}: padding='same' needs stride 1 (as in torch), got stride {stride}"
-            )
+        validate.padding_mode(fn, padding, stride)
         top, bottom = padding_amount(padding, kernel[0], dilation[0])
         left, right = padding_amount(padding, kernel[1], dilation[1])
         return top, bottom, left, right
-    ph, pw = pair(fn, "padding", padding, minimum=0)
+    ph, pw = validate.pair(fn, "padding", padding, minimum=0)
     return ph, ph, pw, pw
-
-
-def _check_positive(fn: str, name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{fn}: {name} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{fn}: {name} must be at least 1, got {value}")

@@ -21,22 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labcode import functional as LF
+from labcode import validate
+from labcode.functional.attention import attention_weights_unchecked, scaled_dot_product_attention_unchecked
+from labcode.functional.basic import linear_unchecked
 from labcode.layers.backend import Switchable
 from labcode.layers.conv import Conv2d, Linear
+from labcode.validate import ChecksInput
 
 
-def _check_tensor(name: str, x: object) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name}: input must be a torch.Tensor, got {type(x).__name__}")
-
-
-def _check_positive_int(owner: str, name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
-
-
-class MultiHeadSelfAttention(nn.Module, Switchable):
+class MultiHeadSelfAttention(nn.Module, Switchable, ChecksInput):
     """Multi-head self-attention over a sequence of tokens, batch first.
 
     Every token is projected to a query, a key and a value; each of `num_heads`
@@ -53,15 +46,14 @@ class MultiHeadSelfAttention(nn.Module, Switchable):
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True) -> None:
         super().__init__()
-        _check_positive_int("MultiHeadSelfAttention", "embed_dim", embed_dim)
-        _check_positive_int("MultiHeadSelfAttention", "num_heads", num_heads)
+        validate.positive_int("MultiHeadSelfAttention", "embed_dim", embed_dim)
+        validate.positive_int("MultiHeadSelfAttention", "num_heads", num_heads)
         if embed_dim % num_heads != 0:
             raise ValueError(
                 f"MultiHeadSelfAttention: embed_dim must be divisible by num_heads, "
                 f"got embed_dim={embed_dim} and num_heads={num_heads}"
             )
-        if not 0.0 <= dropout <= 1.0:
-            raise ValueError(f"MultiHeadSelfAttention: dropout must be in [0, 1], got {dropout}")
+        validate.probability("MultiHeadSelfAttention", "dropout", dropout)
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.head_dim = embed_dim // num_heads
@@ -85,23 +77,10 @@ class MultiHeadSelfAttention(nn.Module, Switchable):
     def extra_repr(self) -> str:
         return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.dropout}"
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        _check_tensor("MultiHeadSelfAttention", x)
-        if x.dim() != 3:
-            raise ValueError(
-                f"MultiHeadSelfAttention: input must be 3-D (B, N, D={self.embed_dim}), "
-                f"got shape {tuple(x.shape)}"
-            )
-        if x.shape[-1] != self.embed_dim:
-            raise ValueError(
-                f"MultiHeadSelfAttention: input width must be embed_dim={self.embed_dim}, "
-                f"got shape {tuple(x.shape)} (width {x.shape[-1]})"
-            )
-
     def attention_weights(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """softmax(Q K^T / sqrt(d)) for every head: (B, h, N, d) twice -> (B, h, N, N)."""
         if self.scratch:
-            return LF.attention_weights(q, k)
+            return attention_weights_unchecked(q, k)
         scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, h, N, N)
         return torch.softmax(scores, dim=-1)
 
@@ -116,12 +95,13 @@ class MultiHeadSelfAttention(nn.Module, Switchable):
             The output tokens (B, N, D), or the pair (output, weights (B, h, N, N))
             when `need_weights` is true. Each row of weights sums to 1.
         """
-        self._check_input(x)
+        if self.check_input:
+            validate.token_batch("MultiHeadSelfAttention", x, self.embed_dim)
         B, N, D = x.shape
         h, d = self.num_heads, self.head_dim
         p = self.dropout if self.training else 0.0
 
-        linear = LF.linear if self.scratch else F.linear
+        linear = linear_unchecked if self.scratch else F.linear
         qkv = linear(x, self.in_proj_weight, self.in_proj_bias)  # (B, N, 3D)
         q, k, v = qkv.chunk(3, dim=-1)  # 3 x (B, N, D)
         q = q.reshape(B, N, h, d).transpose(1, 2)  # (B, h, N, d)
@@ -132,7 +112,7 @@ class MultiHeadSelfAttention(nn.Module, Switchable):
             weights = self.attention_weights(q, k)  # (B, h, N, N)
             out = F.dropout(weights, p=p) @ v  # (B, h, N, d)
         elif self.scratch:
-            out = LF.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, h, N, d)
+            out = scaled_dot_product_attention_unchecked(q, k, v, dropout_p=p)  # (B, h, N, d)
         else:
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, h, N, d)
 
@@ -158,16 +138,12 @@ def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
     Returns:
         Shape (B, N, C * p * p) with N = (H / p) * (W / p).
     """
-    _check_tensor("patchify", images)
-    _check_positive_int("patchify", "patch_size", patch_size)
-    if images.dim() != 4:
-        raise ValueError(f"patchify: images must be 4-D (B, C, H, W), got shape {tuple(images.shape)}")
+    validate.tensor("patchify", "images", images)
+    validate.positive_int("patchify", "patch_size", patch_size)
+    validate.rank("patchify", "images", images, 4, "(B, C, H, W)")
     B, C, H, W = images.shape
     p = patch_size
-    if H % p or W % p:
-        raise ValueError(
-            f"patchify: image size {H}x{W} must be divisible by patch_size={p}"
-        )
+    validate.divisible_by_patch("patchify", H, W, p)
     x = images.reshape(B, C, H // p, p, W // p, p)  # (B, C, H/p, p, W/p, p)
     x = x.permute(0, 2, 4, 1, 3, 5)  # (B, H/p, W/p, C, p, p)
     return x.reshape(B, (H // p) * (W // p), C * p * p)  # (B, N, C*p*p)
@@ -189,7 +165,7 @@ class PatchEmbedding(Conv2d):
     def __init__(self, image_size: int, patch_size: int, in_channels: int, embed_dim: int) -> None:
         for name, value in [("image_size", image_size), ("patch_size", patch_size),
                             ("in_channels", in_channels), ("embed_dim", embed_dim)]:
-            _check_positive_int("PatchEmbedding", name, value)
+            validate.positive_int("PatchEmbedding", name, value)
         if image_size % patch_size != 0:
             raise ValueError(
                 f"PatchEmbedding: image_size={image_size} must be divisible by patch_size={patch_size}"
@@ -212,20 +188,7 @@ class PatchEmbedding(Conv2d):
 
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:
         """The convolution alone, before flattening: (B, C, H, W) -> (B, D, H/p, W/p)."""
-        _check_tensor("PatchEmbedding", images)
-        if images.dim() != 4:
-            raise ValueError(
-                f"PatchEmbedding: images must be 4-D (B, C={self.in_channels}, H, W), "
-                f"got shape {tuple(images.shape)}"
-            )
-        B, C, H, W = images.shape
-        if C != self.in_channels:
-            raise ValueError(
-                f"PatchEmbedding: expected {self.in_channels} input channels, got {C} "
-                f"(shape {tuple(images.shape)})"
-            )
-        if H % self.patch_size or W % self.patch_size:
-            raise ValueError(
-                f"PatchEmbedding: image size {H}x{W} must be divisible by patch_size={self.patch_size}"
-            )
-        return super().forward(images)  # (B, D, H/p, W/p)
+        if self.check_input:
+            validate.image_batch("PatchEmbedding", images, self.in_channels)
+            validate.divisible_by_patch("PatchEmbedding", images.shape[2], images.shape[3], self.patch_size)
+        return self.convolve(images)  # (B, D, H/p, W/p)

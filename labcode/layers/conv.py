@@ -12,14 +12,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-import labcode.functional as LF
-from labcode.functional._checks import IntPair, pair
-from labcode.functional.sizes import PADDING_MODES, padding_amount
+from labcode import validate
+from labcode.functional.basic import linear_unchecked
+from labcode.functional.conv import conv2d_unchecked
+from labcode.functional.sizes import conv_padding, padding_amount
 from labcode.layers.backend import Switchable
+from labcode.validate import ChecksInput, IntPair
 
 
-class Conv2d(nn.Conv2d, Switchable):
-    """A 2-D convolution, torch's `nn.Conv2d` plus the backend switch."""
+class Conv2d(nn.Conv2d, Switchable, ChecksInput):
+    """A 2-D convolution, torch's `nn.Conv2d` plus the backend switch.
+
+    It checks its input unless a model has switched that off (`check_input`, see
+    `labcode.validate.trust_inner_layers`).
+    """
 
     def __init__(
         self,
@@ -43,18 +49,19 @@ class Conv2d(nn.Conv2d, Switchable):
             groups: split the channels into this many independent convolutions.
             bias: add a learned bias per output channel.
         """
-        if isinstance(padding, str) and padding not in PADDING_MODES:
-            raise ValueError(f"Conv2d: padding must be an int, a pair or one of {PADDING_MODES}, got {padding!r}")
+        fn = "Conv2d"
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
+            validate.positive_int(fn, name, value)
+        kh, kw = validate.pair(fn, "kernel_size", kernel_size, minimum=1)
+        validate.pair(fn, "stride", stride, minimum=1)
+        dh, dw = validate.pair(fn, "dilation", dilation, minimum=1)
+        if isinstance(padding, str):
+            validate.padding_mode(fn, padding, stride)
+        else:
+            validate.pair(fn, "padding", padding, minimum=0)
         if padding == "full":
             # Symmetric, so plain numbers say the same to torch and to labcode.
-            kh, kw = pair("Conv2d", "kernel_size", kernel_size, minimum=1)
-            dh, dw = pair("Conv2d", "dilation", dilation, minimum=1)
             padding = (padding_amount("full", kh, dh)[0], padding_amount("full", kw, dw)[0])
-        if padding == "same" and pair("Conv2d", "stride", stride, minimum=1) != (1, 1):
-            raise ValueError(f"Conv2d: padding='same' needs stride 1 (as in torch), got stride {stride}")
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Conv2d: {name} must be a positive int, got {value!r}")
         if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"Conv2d: groups={groups} must divide in_channels ({in_channels}) "
@@ -63,15 +70,28 @@ class Conv2d(nn.Conv2d, Switchable):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        check_image_batch("Conv2d", input, self.in_channels)
+        if self.check_input:
+            validate.image_batch("Conv2d", input, self.in_channels)
+            pads = conv_padding("Conv2d", self.padding, self.kernel_size, self.dilation, self.stride)
+            padded = (input.shape[2] + pads[0] + pads[1], input.shape[3] + pads[2] + pads[3])
+            reach = tuple(d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation))
+            validate.window_fits("Conv2d", "the (dilated) kernel", reach, padded)
+        return self.convolve(input)
+
+    def convolve(self, input: torch.Tensor) -> torch.Tensor:
+        """The convolution alone, on an input already checked."""
         if self.scratch:
-            return LF.conv2d(input, self.weight, self.bias, self.stride, self.padding,
-                             self.dilation, self.groups)
+            pads = conv_padding("Conv2d", self.padding, self.kernel_size, self.dilation, self.stride)
+            return conv2d_unchecked(input, self.weight, self.bias, self.stride, pads,
+                                    self.dilation, self.groups)
         return super().forward(input)
 
 
-class Linear(nn.Linear, Switchable):
-    """A fully connected layer, torch's `nn.Linear` plus the backend switch."""
+class Linear(nn.Linear, Switchable, ChecksInput):
+    """A fully connected layer, torch's `nn.Linear` plus the backend switch.
+
+    It checks its input unless a model has switched that off (`check_input`).
+    """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         """
@@ -80,29 +100,13 @@ class Linear(nn.Linear, Switchable):
             out_features: size of each output's last dimension.
             bias: add a learned bias.
         """
+        validate.positive_int("Linear", "in_features", in_features)
+        validate.positive_int("Linear", "out_features", out_features)
         super().__init__(in_features, out_features, bias)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if not isinstance(input, torch.Tensor):
-            raise TypeError(f"Linear: input must be a tensor, got {type(input).__name__}")
-        if input.dim() < 1 or input.shape[-1] != self.in_features:
-            raise ValueError(
-                f"Linear: expected input of shape (..., {self.in_features}), "
-                f"got shape {tuple(input.shape)}"
-            )
+        if self.check_input:
+            validate.features("Linear", input, self.in_features)
         if self.scratch:
-            return LF.linear(input, self.weight, self.bias)
+            return linear_unchecked(input, self.weight, self.bias)
         return super().forward(input)
-
-
-def check_image_batch(layer: str, input: object, channels: int | None = None) -> None:
-    """Raise unless `input` is an (N, C, H, W) tensor, with `channels` channels if given."""
-    if not isinstance(input, torch.Tensor):
-        raise TypeError(f"{layer}: input must be a tensor, got {type(input).__name__}")
-    if input.dim() != 4:
-        raise ValueError(f"{layer}: input must be 4-D (N, C, H, W), got shape {tuple(input.shape)}")
-    if channels is not None and input.shape[1] != channels:
-        raise ValueError(
-            f"{layer}: expected input with {channels} channels (N, {channels}, H, W), "
-            f"got {input.shape[1]} channels (shape {tuple(input.shape)})"
-        )

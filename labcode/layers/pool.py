@@ -10,13 +10,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-import labcode.functional as LF
-from labcode.functional._checks import IntPair, pair
+from labcode import validate
+from labcode.functional.pool import avg_pool2d_unchecked, max_pool2d_unchecked
 from labcode.layers.backend import Switchable
-from labcode.layers.conv import check_image_batch
+from labcode.validate import ChecksInput, IntPair
 
 
-class MaxPool2d(nn.MaxPool2d, Switchable):
+class MaxPool2d(nn.MaxPool2d, Switchable, ChecksInput):
     """2-D max pooling, torch's `nn.MaxPool2d` plus the backend switch."""
 
     def __init__(self, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0) -> None:
@@ -26,17 +26,18 @@ class MaxPool2d(nn.MaxPool2d, Switchable):
             stride: step between windows; defaults to kernel_size.
             padding: pixels of minus infinity on each side, at most half the window.
         """
-        _check_pool("MaxPool2d", kernel_size, stride, padding)
+        validate.pool_arguments("MaxPool2d", kernel_size, stride, padding)
         super().__init__(kernel_size, stride, padding)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        check_image_batch("MaxPool2d", input)
+        if self.check_input:
+            validate.image_batch("MaxPool2d", input)
         if self.scratch:
-            return LF.max_pool2d(input, self.kernel_size, self.stride, self.padding)
+            return _scratch_pool(self, "MaxPool2d", max_pool2d_unchecked, input)
         return super().forward(input)
 
 
-class AvgPool2d(nn.AvgPool2d, Switchable):
+class AvgPool2d(nn.AvgPool2d, Switchable, ChecksInput):
     """2-D average pooling, torch's `nn.AvgPool2d` plus the backend switch."""
 
     def __init__(self, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0) -> None:
@@ -46,23 +47,21 @@ class AvgPool2d(nn.AvgPool2d, Switchable):
             stride: step between windows; defaults to kernel_size.
             padding: zeros on each side (counted in the mean), at most half the window.
         """
-        _check_pool("AvgPool2d", kernel_size, stride, padding)
+        validate.pool_arguments("AvgPool2d", kernel_size, stride, padding)
         super().__init__(kernel_size, stride, padding)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        check_image_batch("AvgPool2d", input)
+        if self.check_input:
+            validate.image_batch("AvgPool2d", input)
         if self.scratch:
-            return LF.avg_pool2d(input, self.kernel_size, self.stride, self.padding)
+            return _scratch_pool(self, "AvgPool2d", avg_pool2d_unchecked, input)
         return super().forward(input)
 
 
-def _check_pool(layer: str, kernel_size, stride, padding) -> None:
-    kernel = pair(layer, "kernel_size", kernel_size, minimum=1)
-    if stride is not None:
-        pair(layer, "stride", stride, minimum=1)
-    pad = pair(layer, "padding", padding, minimum=0)
-    if pad[0] > kernel[0] // 2 or pad[1] > kernel[1] // 2:
-        raise ValueError(
-            f"{layer}: padding must be at most half the kernel size "
-            f"({kernel[0] // 2}, {kernel[1] // 2}), got {padding}"
-        )
+def _scratch_pool(layer: nn.Module, name: str, pool, input: torch.Tensor) -> torch.Tensor:
+    """Pool with labcode's kernel; a layer that checks its input also checks the window fits."""
+    kernel, stride, padding = validate.pool_arguments(name, layer.kernel_size, layer.stride, layer.padding)
+    if layer.check_input:
+        padded = (input.shape[2] + 2 * padding[0], input.shape[3] + 2 * padding[1])
+        validate.window_fits(name, "the pooling window", kernel, padded)
+    return pool(input, kernel, stride, padding)
