@@ -74,13 +74,17 @@ def test_tower_layers_reject_a_bad_size():
        expand=st.sampled_from([1, 4, 6]), stride=st.sampled_from([1, 2]),
        se=st.sampled_from([0.0, 0.25]), fused=st.booleans(), size=st.integers(3, 9))
 def test_block_parts_follow_the_block(c_in, c_out, expand, stride, se, fused, size):
+    if fused and expand == 1 and se > 0:  # one kxk conv: nothing for SE to rescale
+        with pytest.raises(ValueError, match="se_ratio"):
+            FusedMBConv(c_in, c_out, expand, 3, stride, se_ratio=se)
+        return
     block = (FusedMBConv if fused else MBConv)(c_in, c_out, expand, 3, stride, se_ratio=se)
     parts = ch2.block_parts(block, (c_in, size, size))
     x = torch.randn(1, c_in, size, size)
     block.eval()
     with torch.no_grad():
         for part in parts:
-            x = block.part(part["role"])(x)
+            x = getattr(block, part["role"])(x)  # the submodule is named by its role
             assert part["shape"] == tuple(x.shape[1:])
         assert block(torch.randn(1, c_in, size, size)).shape == x.shape
     assert sum(p["params"] for p in parts) == sum(p.numel() for p in block.parameters())
@@ -167,8 +171,9 @@ def test_count_network_matches_the_flop_counter(variant):
     assert (ours.params, ours.macs) == torch_counts(v.stages, v.head_channels, side, channels, classes)
 
 
-stage = st.builds(
-    lambda block, e, s, c_in, c_out, n, se: Stage(block, e, 3, s, c_in, c_out, n, se),
+stage = st.builds(  # no SE on a Fused-MBConv that does not expand (the block refuses it)
+    lambda block, e, s, c_in, c_out, n, se: Stage(block, e, 3, s, c_in, c_out, n,
+                                                  0.0 if block == "FusedMBConv" and e == 1 else se),
     st.sampled_from(["MBConv", "FusedMBConv"]), st.sampled_from([1, 4, 6]), st.sampled_from([1, 2]),
     st.sampled_from([8, 16, 24]), st.sampled_from([8, 16, 40]), st.integers(1, 2), st.sampled_from([0.0, 0.25]))
 

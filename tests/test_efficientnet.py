@@ -14,7 +14,7 @@ from torchvision.ops import SqueezeExcitation as TVSqueezeExcitation
 from torchvision.ops import stochastic_depth as tv_stochastic_depth
 
 from labcode.layers import set_backend
-from labcode.layers.mbconv import FusedMBConv, MBConv, SqueezeExcitation, StochasticDepth
+from labcode.layers.mbconv import FusedMBConv, MBConv, SqueezeExcitation, StochasticDepth, torchvision_state_dict
 from labcode.models.efficientnet import (
     EFFICIENTNET_V2_S,
     EfficientNetV2,
@@ -28,9 +28,16 @@ from labcode.models.efficientnet import (
     scale_width,
     stage_table,
 )
+from paper_tables import (  # tests/paper_tables.py
+    EFFICIENTNET_V2_HEAD_CHANNELS,
+    EFFICIENTNET_V2_PARAMS,
+    EFFICIENTNET_V2_S_ARXIV_V1,
+    EFFICIENTNET_V2_S_SE_RATIOS,
+    EFFICIENTNET_V2_S_STAGES,
+    EFFICIENTNET_V2_S_STEM,
+)
 
-# FACTS.md, measured with torchvision 0.29.1
-PARAMS = {"s": 21_458_488, "m": 54_139_356, "l": 118_515_272}
+PARAMS = EFFICIENTNET_V2_PARAMS
 OURS = {"s": efficientnet_v2_s, "m": efficientnet_v2_m, "l": efficientnet_v2_l}
 THEIRS = {"s": tv_eff.efficientnet_v2_s, "m": tv_eff.efficientnet_v2_m, "l": tv_eff.efficientnet_v2_l}
 
@@ -75,9 +82,11 @@ def test_torchvision_state_dict_loads_strictly(variant, num_classes):
         ref = THEIRS[variant](num_classes=num_classes)
         model = OURS[variant](num_classes=num_classes)
     model.load_state_dict(ref.state_dict(), strict=True)
-    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    ours = {k: tuple(v.shape) for k, v in torchvision_state_dict(model).items()}
     theirs = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
     assert ours == theirs
+    assert list(torchvision_state_dict(model)) == list(ref.state_dict())  # same order too
+    ref.load_state_dict(torchvision_state_dict(model), strict=True)  # and back into torchvision
     if num_classes == 1000:
         assert _n_params(model) == PARAMS[variant]
     assert _n_params(model) == _n_params(ref)
@@ -146,13 +155,52 @@ def test_blocks_match_torchvision(fused, c_in, c_out, expand, kernel, stride, si
 
 def test_mbconv_parts_follow_the_paper():
     block = MBConv(16, 24, expand_ratio=4, kernel_size=3, stride=2)
-    expand, depthwise, se, project = (block.part(r) for r in ("expand", "depthwise", "se", "project"))
+    expand, depthwise, se, project = block.expand, block.depthwise, block.se, block.project
+    assert list(block.parts()) == ["expand", "depthwise", "se", "project"]
     assert expand[0].kernel_size == (1, 1) and expand[0].out_channels == 64
     assert depthwise[0].groups == 64 and depthwise[0].stride == (2, 2)  # one filter per channel
     assert se.fc1.out_channels == 16 // 4  # squeeze to a quarter of the block's input
     assert project[0].out_channels == 24 and len(project) == 2  # conv + BN, no activation
     fused = FusedMBConv(16, 16, expand_ratio=1)
-    assert len(fused.block) == 1 and fused.part("project") is None  # just kxk conv + BN + SiLU
+    assert list(fused.parts()) == ["fused"] and "project" not in fused.parts()  # just kxk conv + BN + SiLU
+    assert isinstance(fused.se, nn.Identity) and isinstance(fused.project, nn.Identity)
+    assert [n for n, _ in fused.named_children() if n != "stochastic_depth"] == ["fused", "se", "project"]
+    assert list(FusedMBConv(16, 24, expand_ratio=4, se_ratio=0.25).parts()) == ["fused", "se", "project"]
+    assert list(MBConv(16, 24, expand_ratio=1, se_ratio=0.0).parts()) == ["depthwise", "project"]
+
+
+def test_fused_mbconv_refuses_squeeze_excitation_it_would_not_use():
+    # expand ratio 1: one kxk conv straight to C_out, no expanded layer for SE to rescale
+    with pytest.raises(ValueError, match=r"se_ratio must be 0 .*expand_ratio=1.*got se_ratio=0.25"):
+        FusedMBConv(16, 16, expand_ratio=1, se_ratio=0.25)
+    with pytest.raises(ValueError, match="se_ratio"):
+        EfficientNetV2([Stage("FusedMBConv", 1, 3, 1, 16, 16, 1, 0.25)])
+    assert isinstance(FusedMBConv(16, 16, expand_ratio=4, se_ratio=0.25).se, SqueezeExcitation)
+
+
+def test_named_parts_map_to_torchvisions_keys_both_ways():
+    block = MBConv(16, 16, expand_ratio=1)  # no expansion: torchvision's block.0 is the depthwise conv
+    assert block.torchvision_names() == {"depthwise": "block.0", "se": "block.1", "project": "block.2"}
+    keys = list(torchvision_state_dict(block))
+    assert "block.0.0.weight" in keys and "block.1.fc1.weight" in keys and not any("depthwise" in k for k in keys)
+    assert list(block.state_dict())[0].startswith("depthwise.")  # our own keys are the named ones
+    # our own state dict and torchvision's both load strictly, into a fresh block
+    for state in (block.state_dict(), torchvision_state_dict(block)):
+        fresh = MBConv(16, 16, expand_ratio=1)
+        fresh.load_state_dict(state, strict=True)
+        assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), block.state_dict().values()))
+    # the mapping leaves the caller's dict alone and does not hide a missing or an extra key
+    state = torchvision_state_dict(block)
+    before = list(state)
+    MBConv(16, 16, expand_ratio=1).load_state_dict(state, strict=True)
+    assert list(state) == before
+    missing = {k: v for k, v in state.items() if not k.startswith("block.2.")}
+    with pytest.raises(RuntimeError, match=r"Missing key.*project\.0\.weight"):
+        MBConv(16, 16, expand_ratio=1).load_state_dict(missing, strict=True)
+    with pytest.raises(RuntimeError, match=r"Unexpected key.*block\.3\.0\.weight"):
+        MBConv(16, 16, expand_ratio=1).load_state_dict({**state, "block.3.0.weight": torch.zeros(1)}, strict=True)
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        torchvision_state_dict(block.state_dict())
 
 
 def test_squeeze_excitation_matches_torchvision():
@@ -206,32 +254,24 @@ def test_scratch_backend_gives_torchs_outputs():
 
 # -- tables and scaling --------------------------------------------------------------------
 
-# FACTS.md: EfficientNetV2-S (expand ratio, kernel, stride, in, out, layers); MBConv stages with SE
-FACTS_S = [
-    ("FusedMBConv", 1, 3, 1, 24, 24, 2),
-    ("FusedMBConv", 4, 3, 2, 24, 48, 4),
-    ("FusedMBConv", 4, 3, 2, 48, 64, 4),
-    ("MBConv", 4, 3, 2, 64, 128, 6),
-    ("MBConv", 6, 3, 1, 128, 160, 9),
-    ("MBConv", 6, 3, 2, 160, 256, 15),
-]
-
 
 def test_stage_table_is_the_facts_s_configuration():
     rows = stage_table("s")
-    assert rows[0]["operator"] == "Conv3x3" and rows[0]["stride"] == 2 and rows[0]["channels"] == 24
-    assert rows[-1]["channels"] == 1280
+    stem = EFFICIENTNET_V2_S_STEM
+    assert rows[0]["operator"] == stem["operator"] and rows[0]["stride"] == stem["stride"]
+    assert rows[0]["channels"] == stem["channels"]
+    assert rows[-1]["channels"] == EFFICIENTNET_V2_HEAD_CHANNELS
     body = rows[1:-1]
     got = [(r["block"], r["expand_ratio"], r["kernel"], r["stride"], r["in_channels"], r["channels"], r["layers"]) for r in body]
-    assert got == FACTS_S
-    assert [r["se_ratio"] for r in body] == [0, 0, 0, 0.25, 0.25, 0.25]
+    assert got == EFFICIENTNET_V2_S_STAGES
+    assert [r["se_ratio"] for r in body] == EFFICIENTNET_V2_S_SE_RATIOS
     assert [r["operator"] for r in body][3] == "MBConv4, k3x3, SE0.25"
     assert [r["stage"] for r in rows] == list(range(8))
 
 
 def test_stage_table_keeps_the_first_arxiv_numbers():
     rows = stage_table("s-arxiv-v1")
-    assert rows[-2]["channels"] == 272 and rows[-1]["channels"] == 1792
+    assert (rows[-2]["channels"], rows[-1]["channels"]) == EFFICIENTNET_V2_S_ARXIV_V1
     with pytest.raises(ValueError, match="variant"):
         stage_table("xl")
 

@@ -159,11 +159,7 @@ def block_parts(block: nn.Module, input_shape: Sequence[int]) -> list[dict]:
     """
     from labcode.layers.mbconv import FusedMBConv, MBConv
 
-    if isinstance(block, MBConv):
-        roles = ("expand", "depthwise", "se", "project")
-    elif isinstance(block, FusedMBConv):
-        roles = ("fused", "se", "project")
-    else:
+    if not isinstance(block, (MBConv, FusedMBConv)):
         raise TypeError(f"block_parts: expected an MBConv or FusedMBConv, got {type(block).__name__}")
     if len(input_shape) != 3:
         raise ValueError(f"block_parts: input_shape must be (C, H, W), got {tuple(input_shape)}")
@@ -172,10 +168,7 @@ def block_parts(block: nn.Module, input_shape: Sequence[int]) -> list[dict]:
     parts = []
     was_training = block.training
     block.eval()  # batch norm on one image: use the running statistics
-    for role in roles:
-        module = block.part(role)
-        if module is None:
-            continue
+    for role, module in block.parts().items():  # named by role, in the order of the forward pass
         with torch.no_grad():
             x = module(x)
         if role == "se":

@@ -7,9 +7,13 @@ variant (Tan & Le, ICML 2021, arXiv 2104.00298, fig. 2): one regular kxk convolu
 replaces the 1x1 expansion + depthwise kxk pair, which runs faster on accelerators in the
 early, high-resolution stages. Stochastic depth: Huang et al., ECCV 2016 (arXiv 1603.09382).
 
-The submodule layout (`block.0`, `block.1`, ..., `stochastic_depth`, SE's `fc1`/`fc2`)
-is torchvision's, so ImageNet weights load with strict=True; the comments and the
-`role` shown by `print(model)` name each part's job in the paper.
+Each block's parts are named by their role in the paper's figure 2: MBConv has `expand`
+(1x1), `depthwise` (kxk), `se` and `project` (1x1); Fused-MBConv has `fused` (the kxk conv
+that replaces expand + depthwise), `se` and `project`. torchvision keeps the same parts in a
+Sequential (`block.0`, `block.1`, ...); the blocks accept those keys when loading, so
+`model.load_state_dict(torchvision_model.state_dict(), strict=True)` works, and
+`torchvision_state_dict` gives our weights back under torchvision's keys. That mapping is
+`_ShortcutBlock.torchvision_names`, used both ways.
 """
 from __future__ import annotations
 
@@ -114,7 +118,79 @@ class StochasticDepth(nn.Module):
         return f"p={self.p}, mode={self.mode}"
 
 
-class MBConv(nn.Module):
+def _squeeze_excitation(channels: int, in_channels: int, se_ratio: float) -> nn.Module:
+    # EfficientNet squeezes to a fraction of the block's *input* width, not the expanded one
+    if se_ratio > 0:
+        return SqueezeExcitation(channels, max(1, int(in_channels * se_ratio)))
+    return nn.Identity()
+
+
+class _ShortcutBlock(nn.Module):
+    """What MBConv and Fused-MBConv share: the identity shortcut with stochastic depth, and
+    torchvision's state-dict keys.
+
+    A subclass lists its parts in `PARTS`, in the order of the forward pass; a part that a
+    block does not have is an `nn.Identity` (no parameters, no state-dict entries).
+    """
+
+    PARTS: tuple[str, ...] = ()
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, stochastic_depth_prob: float) -> None:
+        super().__init__()
+        # the shortcut adds the input to the output, so both must have the same shape
+        self.use_residual = stride == 1 and in_channels == out_channels
+        self.stochastic_depth = StochasticDepth(stochastic_depth_prob, "row")
+
+    def parts(self) -> dict[str, nn.Module]:
+        """The parts this block has, by name, in the order of the forward pass."""
+        present = {name: getattr(self, name) for name in self.PARTS}
+        return {name: m for name, m in present.items() if not isinstance(m, nn.Identity)}
+
+    def shortcut(self, x: Tensor, branch: Tensor) -> Tensor:
+        """x + branch when the shapes allow (the branch dropped at random in training), else branch."""
+        if not self.use_residual:
+            return branch
+        return x + self.stochastic_depth(branch)
+
+    def torchvision_names(self) -> dict[str, str]:
+        """Our part names -> torchvision's: the parts present, numbered in order (`block.0`, ...)."""
+        return {name: f"block.{i}" for i, name in enumerate(self.parts())}
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # torch's hook for renamed keys (BatchNorm uses it too): torchvision's `block.i.*`
+        # become our `<part>.*`, in place, before this block and its parts read the dict.
+        for ours, theirs in self.torchvision_names().items():
+            old = f"{prefix}{theirs}."
+            for key in [k for k in state_dict if k.startswith(old)]:
+                state_dict[f"{prefix}{ours}.{key[len(old):]}"] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def torchvision_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """`model.state_dict()` under torchvision's keys, e.g. for torchvision's EfficientNetV2.
+
+    Every MBConv / FusedMBConv inside `model` has its parts renamed back to `block.0`,
+    `block.1`, ...; all other keys are unchanged.
+
+    Args:
+        model: any module; an EfficientNetV2, a stage, or one block.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"torchvision_state_dict: expected a torch.nn.Module, got {type(model).__name__}")
+    renames: dict[str, str] = {}
+    for path, module in model.named_modules():
+        if isinstance(module, _ShortcutBlock):
+            base = f"{path}." if path else ""
+            for ours, theirs in module.torchvision_names().items():
+                renames[f"{base}{ours}."] = f"{base}{theirs}."
+    out = {}
+    for key, value in model.state_dict().items():
+        prefix = next((p for p in renames if key.startswith(p)), None)
+        out[key if prefix is None else renames[prefix] + key[len(prefix):]] = value
+    return out
+
+
+class MBConv(_ShortcutBlock):
     """Mobile inverted bottleneck: expand 1x1 -> depthwise kxk -> SE -> project 1x1 (+ residual).
 
     Args:
@@ -127,6 +203,8 @@ class MBConv(nn.Module):
         stochastic_depth_prob: drop probability of the residual branch.
     """
 
+    PARTS = ("expand", "depthwise", "se", "project")
+
     def __init__(
         self,
         in_channels: int,
@@ -137,52 +215,33 @@ class MBConv(nn.Module):
         se_ratio: float = 0.25,
         stochastic_depth_prob: float = 0.0,
     ) -> None:
-        super().__init__()
+        super().__init__(in_channels, out_channels, stride, stochastic_depth_prob)
         if stride not in (1, 2):
             raise ValueError(f"MBConv: stride must be 1 or 2, got {stride}")
-        hidden = round_to_multiple(in_channels * expand_ratio, 8)
-        self.use_residual = stride == 1 and in_channels == out_channels
-        parts: dict[str, nn.Module] = {}
-        if hidden != in_channels:
-            # expand 1x1: C_in -> C_in * e, the "inverted" part of the bottleneck
-            parts["expand"] = ConvNormAct(in_channels, hidden, 1, role="expand 1x1")
+        hidden = round_to_multiple(in_channels * expand_ratio, 8)  # C_in * e, a multiple of 8
+        # expand 1x1: C_in -> C_in * e, the "inverted" part of the bottleneck (none when e = 1)
+        self.expand = ConvNormAct(in_channels, hidden, 1) if hidden != in_channels else nn.Identity()
         # depthwise kxk: one filter per channel (groups == channels); it carries the stride
-        parts["depthwise"] = ConvNormAct(
-            hidden, hidden, kernel_size, stride, groups=hidden, role=f"depthwise {kernel_size}x{kernel_size}"
-        )
-        if se_ratio > 0:
-            parts["se"] = SqueezeExcitation(hidden, max(1, int(in_channels * se_ratio)))
+        self.depthwise = ConvNormAct(hidden, hidden, kernel_size, stride, groups=hidden)
+        self.se = _squeeze_excitation(hidden, in_channels, se_ratio)
         # project 1x1: C_in * e -> C_out, linear (no activation): a ReLU/SiLU on a narrow
         # layer would destroy information (MobileNetV2's linear bottleneck)
-        parts["project"] = ConvNormAct(hidden, out_channels, 1, activation=False, role="project 1x1, linear")
-        # torchvision's layout: the parts live in `block` as block.0, block.1, ...
-        self.block = nn.Sequential(*parts.values())
-        self._index = {role: i for i, role in enumerate(parts)}
-        self.stochastic_depth = StochasticDepth(stochastic_depth_prob, "row")
-
-    def part(self, role: str) -> nn.Module | None:
-        """The submodule playing `role` ("expand", "depthwise", "se", "project"), or None."""
-        i = self._index.get(role)
-        return None if i is None else self.block[i]
+        self.project = ConvNormAct(hidden, out_channels, 1, activation=False, role="linear")
 
     def forward(self, x: Tensor) -> Tensor:
-        out = x
-        if "expand" in self._index:
-            out = self.block[self._index["expand"]](out)  # (B, C_in * e, H, W)
-        out = self.block[self._index["depthwise"]](out)  # (B, C_in * e, H / s, W / s)
-        if "se" in self._index:
-            out = self.block[self._index["se"]](out)  # same shape, channels reweighted
-        out = self.block[self._index["project"]](out)  # (B, C_out, H / s, W / s)
-        if self.use_residual:
-            out = self.stochastic_depth(out)
-            out = out + x  # identity shortcut
-        return out
+        out = self.expand(x)  # (B, C_in * e, H, W)
+        out = self.depthwise(out)  # (B, C_in * e, H / s, W / s)
+        out = self.se(out)  # (B, C_in * e, H / s, W / s), each channel rescaled
+        out = self.project(out)  # (B, C_out, H / s, W / s)
+        return self.shortcut(x, out)  # x + out when the shapes match
 
 
-class FusedMBConv(nn.Module):
+class FusedMBConv(_ShortcutBlock):
     """Fused-MBConv: one regular kxk conv replaces expand 1x1 + depthwise kxk, then project 1x1.
 
-    With expand_ratio 1 there is nothing to project back: the block is kxk conv + BN + SiLU.
+    With expand_ratio 1 there is nothing to project back: the block is kxk conv + BN + SiLU,
+    and there is no expanded layer for squeeze-and-excitation to rescale (asking for it
+    raises a ValueError rather than leaving it out silently).
 
     Args:
         in_channels: channels entering the block.
@@ -190,9 +249,12 @@ class FusedMBConv(nn.Module):
         expand_ratio: width of the fused conv's output as a multiple of in_channels.
         kernel_size: the fused conv's kernel (3 in EfficientNetV2).
         stride: stride of the fused conv (1 or 2).
-        se_ratio: squeeze width as a fraction of in_channels (0: no SE, as in EfficientNetV2).
+        se_ratio: squeeze width as a fraction of in_channels (0: no SE, as in EfficientNetV2);
+            must be 0 when the block does not expand.
         stochastic_depth_prob: drop probability of the residual branch.
     """
+
+    PARTS = ("fused", "se", "project")
 
     def __init__(
         self,
@@ -204,45 +266,29 @@ class FusedMBConv(nn.Module):
         se_ratio: float = 0.0,
         stochastic_depth_prob: float = 0.0,
     ) -> None:
-        super().__init__()
+        super().__init__(in_channels, out_channels, stride, stochastic_depth_prob)
         if stride not in (1, 2):
             raise ValueError(f"FusedMBConv: stride must be 1 or 2, got {stride}")
-        hidden = round_to_multiple(in_channels * expand_ratio, 8)
-        self.use_residual = stride == 1 and in_channels == out_channels
-        parts: dict[str, nn.Module] = {}
-        if hidden != in_channels:
-            # fused kxk: C_in -> C_in * e in one dense conv, expansion and spatial mixing at once
-            parts["fused"] = ConvNormAct(
-                in_channels, hidden, kernel_size, stride, role=f"fused expand {kernel_size}x{kernel_size}"
+        hidden = round_to_multiple(in_channels * expand_ratio, 8)  # C_in * e, a multiple of 8
+        expands = hidden != in_channels
+        if se_ratio > 0 and not expands:
+            raise ValueError(
+                f"FusedMBConv: se_ratio must be 0 when the block does not expand (expand_ratio="
+                f"{expand_ratio} keeps {in_channels} channels: one kxk conv, no expanded layer to "
+                f"rescale), got se_ratio={se_ratio}"
             )
-            if se_ratio > 0:
-                parts["se"] = SqueezeExcitation(hidden, max(1, int(in_channels * se_ratio)))
-            # project 1x1: C_in * e -> C_out, linear
-            parts["project"] = ConvNormAct(hidden, out_channels, 1, activation=False, role="project 1x1, linear")
-        else:
-            # expand ratio 1: nothing to project back, the block is one kxk conv + BN + SiLU
-            parts["fused"] = ConvNormAct(
-                in_channels, out_channels, kernel_size, stride, role=f"fused {kernel_size}x{kernel_size}"
-            )
-        self.block = nn.Sequential(*parts.values())  # torchvision's layout: block.0, block.1, ...
-        self._index = {role: i for i, role in enumerate(parts)}
-        self.stochastic_depth = StochasticDepth(stochastic_depth_prob, "row")
-
-    def part(self, role: str) -> nn.Module | None:
-        """The submodule playing `role` ("fused", "se", "project"), or None."""
-        i = self._index.get(role)
-        return None if i is None else self.block[i]
+        # fused kxk: C_in -> C_in * e in one dense conv, expansion and spatial mixing at once;
+        # straight to C_out when the block does not expand (nothing to project back)
+        self.fused = ConvNormAct(in_channels, hidden if expands else out_channels, kernel_size, stride)
+        self.se = _squeeze_excitation(hidden, in_channels, se_ratio)
+        # project 1x1: C_in * e -> C_out, linear
+        self.project = ConvNormAct(hidden, out_channels, 1, activation=False, role="linear") if expands else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.block[self._index["fused"]](x)  # (B, C_in * e or C_out, H / s, W / s)
-        if "se" in self._index:
-            out = self.block[self._index["se"]](out)  # same shape, channels reweighted
-        if "project" in self._index:
-            out = self.block[self._index["project"]](out)  # (B, C_out, H / s, W / s)
-        if self.use_residual:
-            out = self.stochastic_depth(out)
-            out = out + x  # identity shortcut
-        return out
+        out = self.fused(x)  # (B, C_in * e, H / s, W / s); (B, C_out, H / s, W / s) when e = 1
+        out = self.se(out)  # same shape, each channel rescaled
+        out = self.project(out)  # (B, C_out, H / s, W / s)
+        return self.shortcut(x, out)  # x + out when the shapes match
 
 
 def round_to_multiple(value: float, divisor: int = 8, min_value: int | None = None) -> int:

@@ -11,7 +11,9 @@ Each configuration is a literal list of `Stage` rows, one per row of the paper's
 (EfficientNetV2-S). The S rows are the released model's: stage 6 has 256 channels and the
 head 1280, where the paper's first arXiv version printed 272 and 1792 (kept below as
 `S_ARXIV_V1_*` so the chapter can show both). M and L use the same rows as torchvision's
-builders. Every full-size builder loads torchvision's state dict with strict=True.
+builders. Every full-size builder loads torchvision's state dict with strict=True: the
+blocks read torchvision's `block.0`, `block.1`, ... keys into their named parts, and
+`labcode.layers.mbconv.torchvision_state_dict(model)` writes them back.
 """
 from __future__ import annotations
 
@@ -22,9 +24,9 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from labcode import validate
 from labcode.layers.conv import Linear
 from labcode.layers.mbconv import ConvNormAct, FusedMBConv, MBConv, round_to_multiple
-from labcode.models.alexnet import check_num_classes, check_image_batch
 
 BLOCKS = {"FusedMBConv": FusedMBConv, "MBConv": MBConv}
 
@@ -43,39 +45,41 @@ class Stage:
     se_ratio: float  # squeeze width = in_channels * se_ratio; 0: no squeeze-and-excitation
 
 
-#                block        exp  k  s   in   out layers  SE
+# Each row: Stage(block, e = expand_ratio, k = kernel, s = stride, in = in_channels,
+# out = out_channels, n = layers, se = se_ratio); S is the paper's table 4 line by line.
+#          block         e  k  s   in  out   n  se
 EFFICIENTNET_V2_S: list[Stage] = [
-    Stage("FusedMBConv", 1, 3, 1, 24, 24, 2, 0.0),
-    Stage("FusedMBConv", 4, 3, 2, 24, 48, 4, 0.0),
-    Stage("FusedMBConv", 4, 3, 2, 48, 64, 4, 0.0),
-    Stage("MBConv", 4, 3, 2, 64, 128, 6, 0.25),
-    Stage("MBConv", 6, 3, 1, 128, 160, 9, 0.25),
-    Stage("MBConv", 6, 3, 2, 160, 256, 15, 0.25),
+    Stage("FusedMBConv", 1, 3, 1,  24,  24,  2, 0.0),
+    Stage("FusedMBConv", 4, 3, 2,  24,  48,  4, 0.0),
+    Stage("FusedMBConv", 4, 3, 2,  48,  64,  4, 0.0),
+    Stage("MBConv",      4, 3, 2,  64, 128,  6, 0.25),
+    Stage("MBConv",      6, 3, 1, 128, 160,  9, 0.25),
+    Stage("MBConv",      6, 3, 2, 160, 256, 15, 0.25),
 ]
 EFFICIENTNET_V2_M: list[Stage] = [
-    Stage("FusedMBConv", 1, 3, 1, 24, 24, 3, 0.0),
-    Stage("FusedMBConv", 4, 3, 2, 24, 48, 5, 0.0),
-    Stage("FusedMBConv", 4, 3, 2, 48, 80, 5, 0.0),
-    Stage("MBConv", 4, 3, 2, 80, 160, 7, 0.25),
-    Stage("MBConv", 6, 3, 1, 160, 176, 14, 0.25),
-    Stage("MBConv", 6, 3, 2, 176, 304, 18, 0.25),
-    Stage("MBConv", 6, 3, 1, 304, 512, 5, 0.25),
+    Stage("FusedMBConv", 1, 3, 1,  24,  24,  3, 0.0),
+    Stage("FusedMBConv", 4, 3, 2,  24,  48,  5, 0.0),
+    Stage("FusedMBConv", 4, 3, 2,  48,  80,  5, 0.0),
+    Stage("MBConv",      4, 3, 2,  80, 160,  7, 0.25),
+    Stage("MBConv",      6, 3, 1, 160, 176, 14, 0.25),
+    Stage("MBConv",      6, 3, 2, 176, 304, 18, 0.25),
+    Stage("MBConv",      6, 3, 1, 304, 512,  5, 0.25),
 ]
 EFFICIENTNET_V2_L: list[Stage] = [
-    Stage("FusedMBConv", 1, 3, 1, 32, 32, 4, 0.0),
-    Stage("FusedMBConv", 4, 3, 2, 32, 64, 7, 0.0),
-    Stage("FusedMBConv", 4, 3, 2, 64, 96, 7, 0.0),
-    Stage("MBConv", 4, 3, 2, 96, 192, 10, 0.25),
-    Stage("MBConv", 6, 3, 1, 192, 224, 19, 0.25),
-    Stage("MBConv", 6, 3, 2, 224, 384, 25, 0.25),
-    Stage("MBConv", 6, 3, 1, 384, 640, 7, 0.25),
+    Stage("FusedMBConv", 1, 3, 1,  32,  32,  4, 0.0),
+    Stage("FusedMBConv", 4, 3, 2,  32,  64,  7, 0.0),
+    Stage("FusedMBConv", 4, 3, 2,  64,  96,  7, 0.0),
+    Stage("MBConv",      4, 3, 2,  96, 192, 10, 0.25),
+    Stage("MBConv",      6, 3, 1, 192, 224, 19, 0.25),
+    Stage("MBConv",      6, 3, 2, 224, 384, 25, 0.25),
+    Stage("MBConv",      6, 3, 1, 384, 640,  7, 0.25),
 ]
 # Course scale, 28x28 or 32x32 input: stem 28 -> 14, then 14 -> 7 -> 4 -> 4 (32: 16 -> 8 -> 4).
 EFFICIENTNET_V2_SMALL: list[Stage] = [
-    Stage("FusedMBConv", 1, 3, 1, 16, 16, 1, 0.0),
-    Stage("FusedMBConv", 4, 3, 2, 16, 32, 1, 0.0),
-    Stage("MBConv", 4, 3, 2, 32, 48, 2, 0.25),
-    Stage("MBConv", 4, 3, 1, 48, 64, 1, 0.25),
+    Stage("FusedMBConv", 1, 3, 1,  16,  16,  1, 0.0),
+    Stage("FusedMBConv", 4, 3, 2,  16,  32,  1, 0.0),
+    Stage("MBConv",      4, 3, 2,  32,  48,  2, 0.25),
+    Stage("MBConv",      4, 3, 1,  48,  64,  1, 0.25),
 ]
 
 HEAD_CHANNELS = 1280  # the 1x1 head conv of S, M and L
@@ -205,7 +209,12 @@ class EfficientNetV2(nn.Module):
         stem_stride: int = 2,
     ) -> None:
         super().__init__()
-        check_num_classes(num_classes)
+        name = type(self).__name__
+        for arg, value in (("num_classes", num_classes), ("head_channels", head_channels),
+                           ("in_channels", in_channels), ("stem_stride", stem_stride)):
+            validate.positive_int(name, arg, value)
+        validate.probability(name, "dropout", dropout)
+        validate.probability(name, "stochastic_depth_prob", stochastic_depth_prob)
         if not stages:
             raise ValueError("stages must hold at least one Stage row, got none")
         for s in stages:
@@ -243,6 +252,7 @@ class EfficientNetV2(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(p=dropout), Linear(head_channels, num_classes))
         self._init_weights()
+        validate.trust_inner_layers(self)  # forward checks the batch once
 
     def _init_weights(self) -> None:
         # He init on the convs (fan_out), BN as identity, small uniform on the classifier
@@ -260,7 +270,7 @@ class EfficientNetV2(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_image_batch(x, self.in_channels, type(self).__name__)
+        validate.image_batch(type(self).__name__, x, self.in_channels)
         x = self.features(x)  # (B, head_channels, H / 32, W / 32) for ImageNet models
         x = self.avgpool(x)  # (B, head_channels, 1, 1)
         x = torch.flatten(x, 1)  # (B, head_channels)
