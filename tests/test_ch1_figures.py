@@ -283,3 +283,34 @@ def test_conv_explorer_without_picture_shows_only_the_controls(monkeypatch):
     assert explorer.picture.out_size == 2
     fig, pic = conv.conv_picture(6, 3, 2)
     assert pic.out_size == 2 and "output 2 x 2" in fig.axes[0].get_title()
+
+
+def test_pipeline_stages_are_picked_by_layer_type_not_by_position():
+    model = _small_cnn()
+    stages = ch1.pipeline_stages(model, (1, 28, 28))
+    assert stages == [("input", (1, 28, 28)), ("conv 3x3 + ReLU", (4, 28, 28)),
+                      ("max pool 2x2", (4, 14, 14)), ("conv 3x3 + ReLU", (8, 14, 14)),
+                      ("max pool 2x2", (8, 7, 7)), ("flatten", (392,)), ("fully connected", (10,))]
+    # extra layers shift every list index; the stages must not move with them
+    from torch import nn
+    padded = nn.Sequential(nn.Conv2d(1, 4, 5, padding=2), nn.BatchNorm2d(4), nn.Tanh(),
+                           nn.AvgPool2d(2), nn.Dropout(0.1), nn.Flatten(), nn.Linear(4 * 14 * 14, 3))
+    assert ch1.pipeline_stages(padded, (1, 28, 28)) == [
+        ("input", (1, 28, 28)), ("conv 5x5 + Tanh", (4, 28, 28)), ("avg pool 2x2", (4, 14, 14)),
+        ("flatten", (784,)), ("fully connected", (3,))]
+    with pytest.raises(ValueError, match="no Conv2d, pooling, Flatten or Linear"):
+        ch1.pipeline_stages(nn.Sequential(nn.ReLU()), (1, 4, 4))
+    plt.close("all")
+
+
+def test_feature_rows_figure_column_titles_do_not_overlap():
+    titles = ["dark to bright, left to right", "bright to dark, left to right",
+              "dark to bright, top to bottom", "bright to dark, top to bottom"]
+    fig = ch1.feature_rows_figure({"maps": torch.rand(4, 8, 8)}, titles)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [ax.title.get_window_extent(renderer) for ax in fig.axes[:4]]
+    assert [ax.get_title().replace("\n", " ") for ax in fig.axes[:4]] == titles
+    for left, right in zip(boxes, boxes[1:]):
+        assert left.x1 < right.x0, f"titles overlap: {left} and {right}"
+    plt.close(fig)

@@ -12,6 +12,7 @@ output-size formula, so the tests can check one against the other.
 """
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 
 import matplotlib.pyplot as plt
@@ -293,6 +294,50 @@ def layer_shapes(model: torch.nn.Module, input_shape: tuple[int, ...]) -> list[t
     return rows
 
 
+def _pair(value) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def _stage_name(layer: torch.nn.Module) -> str | None:
+    """The pipeline label of a layer that changes the data's shape or content, else None."""
+    if isinstance(layer, torch.nn.Conv2d):
+        kh, kw = _pair(layer.kernel_size)
+        return f"conv {kh}x{kw}"
+    if isinstance(layer, (torch.nn.MaxPool2d, torch.nn.AvgPool2d)):
+        kh, kw = _pair(layer.kernel_size)
+        kind = "max" if isinstance(layer, torch.nn.MaxPool2d) else "avg"
+        return f"{kind} pool {kh}x{kw}"
+    if isinstance(layer, torch.nn.Flatten):
+        return "flatten"
+    if isinstance(layer, torch.nn.Linear):
+        return "fully connected"
+    return None
+
+
+def pipeline_stages(model: torch.nn.Module, input_shape: tuple[int, ...]
+                    ) -> list[tuple[str, tuple[int, ...]]]:
+    """The stages of a plain CNN for `pipeline_figure`, picked by layer type.
+
+    Convolutions, poolings, flattening and fully connected layers become stages; an
+    activation (ReLU, tanh, ...) joins the stage before it ("conv 3x3 + ReLU"), and other
+    layers (batch norm, dropout) are skipped. Returns [("input", shape), (label, shape), ...].
+    """
+    children = list(model.children())
+    if all(_stage_name(child) is None for child in children):
+        raise ValueError("pipeline_stages: the model has no Conv2d, pooling, Flatten or Linear "
+                         f"child; its children are {[type(c).__name__ for c in children]}")
+    shapes = layer_shapes(model, input_shape)        # shapes[i + 1] is children[i]'s output
+    stages = [shapes[0]]
+    for i, child in enumerate(children):
+        name = _stage_name(child)
+        if name is not None:
+            stages.append((name, shapes[i + 1][1]))
+        elif type(child).__module__.startswith("torch.nn.modules.activation") and len(stages) > 1:
+            label, _ = stages[-1]
+            stages[-1] = (f"{label} + {type(child).__name__}", shapes[i + 1][1])
+    return stages
+
+
 def _shape_text(shape: tuple[int, ...]) -> str:
     return "x".join(str(s) for s in shape)
 
@@ -415,6 +460,9 @@ def feature_rows_figure(rows: dict[str, torch.Tensor], col_titles: list[str] | N
     ncols = max(len(maps) for maps in rows.values())
     fig, axes = plt.subplots(len(rows), ncols, figsize=(size * ncols, size * len(rows) + 0.4),
                              squeeze=False)
+    # column titles go on the first row that fills every column; about 11 characters of
+    # 9-point text fit in one inch of panel
+    chars = max(6, int(11 * size))
     # column titles go on the first row that fills every column
     title_row = next(r for r, maps in enumerate(rows.values()) if len(maps) == ncols)
     for r, (name, maps) in enumerate(rows.items()):
@@ -425,7 +473,8 @@ def feature_rows_figure(rows: dict[str, torch.Tensor], col_titles: list[str] | N
             if c < len(maps):
                 ax.imshow(maps[c].detach().cpu().float().numpy(), cmap="gray")
                 if r == title_row and col_titles is not None and c < len(col_titles):
-                    ax.set_title(col_titles[c], fontsize=9)
+                    # wrapped to the panel's width, so neighbouring titles never overlap
+                    ax.set_title(textwrap.fill(col_titles[c], width=chars), fontsize=9)
             else:
                 ax.axis("off")
         h, w = maps.shape[-2:]
