@@ -119,8 +119,9 @@ def find_exercises(nb: nbformat.NotebookNode) -> list[Slot]:
     """The exercises a notebook declares: cell metadata first, else its check.NAME(function) calls.
 
     Metadata {"labcode": {"exercise": NAME, "points": P, "function": F}} on a code cell;
-    F defaults to the function whose body holds '### BEGIN SOLUTION' in that cell, else
-    the argument of check.NAME(...) in it, else its first def, else NAME.
+    P defaults to the points of NAME's declaration (labcode.checks.declare); F defaults to
+    the function whose body holds '### BEGIN SOLUTION' in that cell, else the argument of
+    check.NAME(...) in it, else its first def, else NAME.
     """
     slots: list[Slot] = []
     for index, cell in enumerate(nb.cells):
@@ -129,15 +130,16 @@ def find_exercises(nb: nbformat.NotebookNode) -> list[Slot]:
             continue
         name = str(meta["exercise"])
         function = meta.get("function") or _function_in(cell.source, name) or name
-        points = meta.get("points", 1)
+        declared = EXERCISES[name].points if name in EXERCISES else 1  # an unknown name fails below
+        points = meta.get("points", declared)
         if isinstance(points, bool) or not isinstance(points, (int, float)) or points < 0:
             raise ValueError(f"cell {index}: labcode points must be a number >= 0, got {points!r}")
         slots.append(Slot(name, str(function), float(points)))
     if not slots:
         for cell in nb.cells:
             if cell.cell_type == "code":
-                slots += [Slot(name, function) for name, function in _CHECK_CALL.findall(cell.source)
-                          if name in EXERCISES]
+                slots += [Slot(name, function, float(EXERCISES[name].points))
+                          for name, function in _CHECK_CALL.findall(cell.source) if name in EXERCISES]
     return _labelled(_unique(slots))
 
 

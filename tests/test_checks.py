@@ -70,7 +70,7 @@ def test_every_case_list_is_deterministic():
         first, second = exercise.make_cases(), exercise.make_cases()
         assert len(first) == len(second)
         for a, b in zip(first, second):
-            assert calling._changed(a.args, b.args) is False, name
+            assert calling.changed(a.args, b.args) is False, name
 
 
 def test_raising_code_shows_the_students_error_and_line():

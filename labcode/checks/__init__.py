@@ -34,7 +34,8 @@ Every check has the same keyword arguments and returns a `CheckResult`:
     time_limit  seconds for the whole check (default: the exercise's, 5 to 30 s)
     device      run the student's function on this device ("cuda"); the answer must come
                 back on it. Default: CPU tensors.
-    points      what a pass is worth (CheckResult.points is 0 or this)
+    points      what a pass is worth (CheckResult.points is 0 or this; default: the
+                exercise's declaration, 1 for every exercise today)
     verbose     print the message (default True)
 
     CheckResult(name, passed, attempted, message, points, max_points, cases_passed, cases_total)
@@ -43,26 +44,13 @@ Numbers are compared by relative error, max|a - b| / max(1e-8, max(|a| + |b|)), 
 1e-4 for float32 (1e-5 for float64); ints and shapes exactly; tensors must also match in
 shape, dtype and device.
 
-The checks (help(check.NAME) gives each contract)
--------------------------------------------------
-Chapter 1  conv_output_size(n, k, stride, padding, dilation=1) -> int
-           padding_amount(mode, k) -> (before, after)
-           conv2d(x, w, b=None, stride=1, padding=0) -> tensor       (conv2d_loop: same, small inputs)
-           max_pool2d(x, kernel_size, stride), avg_pool2d(x, kernel_size, stride) -> tensor
-           cnn_param_count(layers, input_shape) -> int
-Chapter 2  alexnet_output_shapes(input_size) -> list of (C, H, W)
-           grouped_conv_params(c_in, c_out, k, groups, bias) -> int
-           topk_error(logits, labels, k) -> float
-           squeeze_excitation(x, w1, b1, w2, b2) -> tensor
-           mbconv_params(c_in, c_out, expand, k, se_ratio) -> int
-           compound_scaling(base_channels, base_layers, width_mult, depth_mult) -> (channels, layers)
-Chapter 3  patchify(images, p) -> (B, N, C*p*p)
-           vit_sequence_length(image_size, patch_size) -> int
-           vit_param_count(config) -> int
-           scaled_dot_product_attention(q, k, v) -> tensor
-           split_heads(x, h) -> (B, h, N, D/h), merge_heads(x) -> (B, N, h*d)
-           add_class_token_and_positions(tokens, cls, pos) -> (B, N+1, D)
-           encoder_block(x, params, num_heads) -> tensor
+The checks
+----------
+Each chapter's checks are declared in its own module: chapter 1 (convolution, pooling,
+parameter counts) in labcode/checks/ch1.py, chapter 2 (AlexNet, EfficientNetV2) in ch2.py,
+chapter 3 (the Vision Transformer) in ch3.py. `help(check.NAME)` gives a check's contract,
+`check.EXERCISES[NAME].signature` the student's function in one line, and
+`sorted(check.CHECKS)` every name.
 
 Writing exercise notebooks (for chapter authors)
 ------------------------------------------------
@@ -77,56 +65,57 @@ Write the solution notebook; `labcode assign` makes the student version from it.
    at the marker's indentation, so nbgrader and otter-grader can read the same notebook.
 2. The check cell sits right under it and calls `check.NAME(function_name)`.
 3. Points: put {"labcode": {"exercise": "NAME", "points": 2}} in the metadata of the
-   exercise cell or of the check cell (default 1 point). "exercise" is the check's NAME;
+   exercise cell or of the check cell (default: the points of the exercise's
+   declaration, 1 unless it says otherwise). "exercise" is the check's NAME;
    "function" may name the student's function when it differs from the def in the
    exercise cell (or from the argument of check.NAME(...) in a check cell). A notebook
-   without such metadata is graded from its `check.NAME(function)` calls, 1 point each.
+   without such metadata is graded from its `check.NAME(function)` calls, each worth the
+   points of its declaration.
 4. Commit the student notebook made by `labcode assign` next to the solution; a test can
    call `labcode.assign.assert_up_to_date(source, student)` to catch stale ones.
 
 `labcode grade` runs each submission, then calls the submitted functions again from the
 grader's own copy of these checks (see labcode.grading).
 
-Adding a check: write the reference in labcode/checks/answers.py, then an `Exercise` (cases,
-kind, mistakes) registered in the chapter module, and a public function calling run_check.
+Adding an exercise touches exactly these files
+----------------------------------------------
+1. labcode/checks/answers.py: the reference solution, a function named like the exercise.
+2. labcode/checks/chN.py (N, the chapter): one declaration, which is also the check,
+
+       my_exercise = declare(
+           "my_exercise",
+           signature="my_exercise(x, k) -> tensor",
+           doc="Check fn(x, k) -> tensor: ... (the contract help(check.my_exercise) shows)",
+           reference=answers.my_exercise,
+           make_cases=_my_exercise_cases,      # deterministic: seeded("my_exercise")
+           kind="tensor",                      # one of core.KINDS
+           points=1, time_limit=5.0,
+           mistakes=[Mistake(wrong_function, "the hint shown when an answer equals it")],
+       )
+
+3. chapters/chN_*/exercises_solutions.ipynb: the exercise cell and the check cell
+   `check.my_exercise(my_exercise)` under it, then `labcode assign` for the student copy
+   (chapters/chN_*/exercises.ipynb).
+4. tests/fixtures/exercises/wrong_answers.py: at least two wrong answers, written apart
+   from the mistakes above, with words the check's message must contain.
+tests/test_exercise_declarations.py fails while a solution notebook calls a check that
+has no declaration, or a declaration has no exercise in any solution notebook.
 """
 from __future__ import annotations
 
-from labcode.checks.ch2 import (
-    alexnet_output_shapes,
-    compound_scaling,
-    grouped_conv_params,
-    mbconv_params,
-    squeeze_excitation,
-    topk_error,
-)
-from labcode.checks.ch1 import (
-    avg_pool2d,
-    cnn_param_count,
-    conv2d,
-    conv2d_loop,
-    conv_output_size,
-    max_pool2d,
-    padding_amount,
-)
-from labcode.checks.core import EXERCISES, CheckResult, Exercise, run_check
-from labcode.checks.ch3 import (
-    add_class_token_and_positions,
-    encoder_block,
-    merge_heads,
-    patchify,
-    scaled_dot_product_attention,
-    split_heads,
-    vit_param_count,
-    vit_sequence_length,
-)
+from labcode.checks import ch1, ch2, ch3  # noqa: F401  (each declaration registers its check)
+from labcode.checks.core import CHECKS, EXERCISES, CheckResult, Exercise, Mistake, declare, run_check
 
-__all__ = [
-    "EXERCISES", "CheckResult", "Exercise", "run_check",
-    "conv_output_size", "padding_amount", "conv2d", "conv2d_loop", "max_pool2d", "avg_pool2d",
-    "cnn_param_count",
-    "alexnet_output_shapes", "grouped_conv_params", "topk_error", "squeeze_excitation",
-    "mbconv_params", "compound_scaling",
-    "patchify", "vit_sequence_length", "vit_param_count", "scaled_dot_product_attention",
-    "split_heads", "merge_heads", "add_class_token_and_positions", "encoder_block",
-]
+
+def __getattr__(name: str):
+    """check.NAME: the check declared under NAME in ch1, ch2 or ch3."""
+    if name in CHECKS:
+        return CHECKS[name]
+    raise AttributeError(f"labcode.checks has no check named {name!r}; the checks are: {', '.join(sorted(CHECKS))}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(CHECKS))
+
+
+__all__ = ["CHECKS", "EXERCISES", "CheckResult", "Exercise", "Mistake", "declare", "run_check", *CHECKS]

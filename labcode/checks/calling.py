@@ -76,19 +76,21 @@ def sanitize(value: Any, depth: int = 0) -> Any:
     return {OPAQUE_KEY: name.replace("builtins.", ""), "repr": text}
 
 
-def _clone(value: Any) -> Any:
+def clone(value: Any) -> Any:
+    """A copy of value in which every tensor (also inside lists, tuples and dicts) is cloned."""
     if isinstance(value, torch.Tensor):
         return value.clone()
     if isinstance(value, list):
-        return [_clone(v) for v in value]
+        return [clone(v) for v in value]
     if isinstance(value, tuple):
-        return tuple(_clone(v) for v in value)
+        return tuple(clone(v) for v in value)
     if isinstance(value, dict):
-        return {k: _clone(v) for k, v in value.items()}
+        return {k: clone(v) for k, v in value.items()}
     return value
 
 
-def _changed(before: Any, after: Any) -> bool:
+def changed(before: Any, after: Any) -> bool:
+    """True when `after` differs from `before` in a tensor's shape, dtype or values, or in structure."""
     if isinstance(before, torch.Tensor):
         return not (
             isinstance(after, torch.Tensor)
@@ -98,10 +100,10 @@ def _changed(before: Any, after: Any) -> bool:
         )
     if isinstance(before, (list, tuple)):
         return (type(after) is not type(before) or len(after) != len(before)
-                or any(_changed(b, a) for b, a in zip(before, after)))
+                or any(changed(b, a) for b, a in zip(before, after)))
     if isinstance(before, dict):
         return (not isinstance(after, dict) or set(after) != set(before)
-                or any(_changed(before[k], after[k]) for k in before))
+                or any(changed(before[k], after[k]) for k in before))
     return False
 
 
@@ -175,7 +177,7 @@ def call_with_time_limit(fn: Callable, args: tuple, kwargs: dict, seconds: float
 def run_case(fn: Callable, args: tuple, kwargs: dict, arg_names: list[str],
              seconds: float | None) -> dict:
     """Call fn once on copies of the inputs and record what happened (an outcome dict)."""
-    call_args, call_kwargs = _clone(args), _clone(kwargs)
+    call_args, call_kwargs = clone(args), clone(kwargs)
     start = time.perf_counter()
     try:
         value = call_with_time_limit(fn, call_args, call_kwargs, seconds)
@@ -198,8 +200,8 @@ def run_case(fn: Callable, args: tuple, kwargs: dict, arg_names: list[str],
         }
     seconds_used = time.perf_counter() - start
     mutated = [arg_names[i] if i < len(arg_names) else f"argument {i + 1}"
-               for i, (a, b) in enumerate(zip(args, call_args)) if _changed(a, b)]
-    mutated += [k for k in kwargs if _changed(kwargs[k], call_kwargs.get(k))]
+               for i, (a, b) in enumerate(zip(args, call_args)) if changed(a, b)]
+    mutated += [k for k in kwargs if changed(kwargs[k], call_kwargs.get(k))]
     return {"status": "ok", "value": sanitize(value), "seconds": seconds_used, "mutated": mutated}
 
 
@@ -216,7 +218,7 @@ def run_cases(fn: Callable | None, cases: list, arg_names: list[str],
     used = 0.0
     for args, kwargs in cases:
         if device is not None:
-            args, kwargs = _to_device(args, device), _to_device(kwargs, device)
+            args, kwargs = to_device(args, device), to_device(kwargs, device)
         left = None if seconds is None else seconds - used
         if left is not None and left <= 0:
             outcomes.append({"status": "timeout", "seconds": 0.0})
@@ -229,13 +231,14 @@ def run_cases(fn: Callable | None, cases: list, arg_names: list[str],
     return outcomes
 
 
-def _to_device(value: Any, device: str) -> Any:
+def to_device(value: Any, device: str) -> Any:
+    """value with every tensor (also inside lists, tuples and dicts) moved to `device`."""
     if isinstance(value, torch.Tensor):
         return value.to(device)
     if isinstance(value, (list, tuple)):
-        return type(value)(_to_device(v, device) for v in value)
+        return type(value)(to_device(v, device) for v in value)
     if isinstance(value, dict):
-        return {k: _to_device(v, device) for k, v in value.items()}
+        return {k: to_device(v, device) for k, v in value.items()}
     return value
 
 

@@ -1,9 +1,12 @@
-"""Checks for chapter 1 (convolutional networks): output sizes, padding, convolution, pooling, parameters.
+"""The exercises of chapter 1 (convolutional networks): output sizes, padding, convolution, pooling, parameters.
+
+One `declare(...)` per exercise of chapters/ch1_cnn/exercises_solutions.ipynb; each
+returns the check the notebook calls, `check.X(fn)`. It compares the student's fn with
+`labcode.checks.answers.X` on the declared cases, smallest first, and names the usual
+mistake when the student's answer equals one of the wrong functions declared with it.
 
 Convolution arithmetic follows Dumoulin & Visin, "A guide to convolution arithmetic for
-deep learning" (arXiv 1603.07285). Each `check.X(fn)` compares the student's fn with
-`labcode.checks.answers.X` on the cases below, smallest first, and names the usual mistake
-when the student's answer equals one of the wrong functions listed with it.
+deep learning" (arXiv 1603.07285).
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from labcode.checks import answers
-from labcode.checks.core import Case, CheckResult, Exercise, Mistake, register, run_check, seeded
+from labcode.checks.core import Case, Mistake, declare, seeded
 
 PADDINGS = ("valid", "same", "full")
 
@@ -58,10 +61,14 @@ def _rounded_up(n: int, k: int, stride: int = 1, padding=0, dilation: int = 1) -
     return -(-(n + before + after - span) // stride) + 1
 
 
-CONV_OUTPUT_SIZE = register(Exercise(
-    name="conv_output_size",
+conv_output_size = declare(
+    "conv_output_size",
     signature="conv_output_size(n, k, stride, padding, dilation=1) -> int",
-    arg_names=["n", "k", "stride", "padding"],
+    doc="""Check fn(n, k, stride, padding, dilation=1) -> int, the output size along one axis.
+
+    padding is an int (pixels on each side) or 'valid', 'same' (stride 1 only) or 'full';
+    dilation is passed as a keyword, only in the last cases.
+    """,
     reference=answers.conv_output_size,
     make_cases=_conv_output_size_cases,
     kind="int",
@@ -85,16 +92,7 @@ CONV_OUTPUT_SIZE = register(Exercise(
         Mistake(lambda n, k, stride=1, padding=0, dilation=1: answers.conv_output_size(n, k, stride, padding, 1),
                 "dilation spreads the kernel: it covers dilation * (k - 1) + 1 pixels"),
     ],
-))
-
-
-def conv_output_size(fn, *, time_limit: float | None = None, points: float = 1, verbose: bool = True) -> CheckResult:
-    """Check fn(n, k, stride, padding, dilation=1) -> int, the output size along one axis.
-
-    padding is an int (pixels on each side) or 'valid', 'same' (stride 1 only) or 'full';
-    dilation is passed as a keyword, only in the last cases.
-    """
-    return run_check(CONV_OUTPUT_SIZE, fn, time_limit=time_limit, points=points, verbose=verbose)
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -105,10 +103,10 @@ def _padding_amount_cases() -> list[Case]:
     return [Case((mode, k)) for k in range(1, 12) for mode in PADDINGS]
 
 
-PADDING_AMOUNT = register(Exercise(
-    name="padding_amount",
+padding_amount = declare(
+    "padding_amount",
     signature="padding_amount(mode, k) -> (before, after)",
-    arg_names=["mode", "k"],
+    doc="""Check fn(mode, k) -> (before, after) for mode in 'valid', 'same', 'full' and k from 1 to 11.""",
     reference=answers.padding_amount,
     make_cases=_padding_amount_cases,
     kind="ints",
@@ -120,12 +118,7 @@ PADDING_AMOUNT = register(Exercise(
         Mistake(lambda mode, k: (k, k) if mode == "full" else answers.padding_amount(mode, k),
                 "'full' adds k - 1 on each side: the kernel's last pixel just touches the first input pixel"),
     ],
-))
-
-
-def padding_amount(fn, *, time_limit: float | None = None, points: float = 1, verbose: bool = True) -> CheckResult:
-    """Check fn(mode, k) -> (before, after) for mode in 'valid', 'same', 'full' and k from 1 to 11."""
-    return run_check(PADDING_AMOUNT, fn, time_limit=time_limit, points=points, verbose=verbose)
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -197,33 +190,27 @@ _CONV_DOC = """Check fn(x, w, b=None, stride=1, padding=0) -> tensor: a 2-D cros
     fn(x, w, b, stride, padding) with float32 tensors on the CPU, or on `device`.
     """
 
-CONV2D = register(Exercise(
-    name="conv2d", signature="conv2d(x, w, b=None, stride=1, padding=0) -> tensor",
-    arg_names=["x", "w", "b", "stride", "padding"], reference=answers.conv2d,
-    make_cases=lambda: _conv2d_cases("conv2d", 80, 12, 4), kind="tensor",
-    mistakes=_CONV_MISTAKES, time_limit=10.0,
-))
+conv2d = declare(
+    "conv2d",
+    signature="conv2d(x, w, b=None, stride=1, padding=0) -> tensor",
+    doc=_CONV_DOC,
+    reference=answers.conv2d,
+    make_cases=lambda: _conv2d_cases("conv2d", 80, 12, 4),
+    kind="tensor",
+    time_limit=10.0,
+    mistakes=_CONV_MISTAKES,
+)
 
-CONV2D_LOOP = register(Exercise(
-    name="conv2d_loop", signature="conv2d_loop(x, w, b=None, stride=1, padding=0) -> tensor",
-    arg_names=["x", "w", "b", "stride", "padding"], reference=answers.conv2d_loop,
-    make_cases=lambda: _conv2d_cases("conv2d_loop", 30, 7, 2), kind="tensor",
-    mistakes=_CONV_MISTAKES, time_limit=30.0,
-))
-
-
-def conv2d(fn, *, time_limit: float | None = None, device=None, points: float = 1,
-           verbose: bool = True) -> CheckResult:
-    return run_check(CONV2D, fn, time_limit=time_limit, device=device, points=points, verbose=verbose)
-
-
-def conv2d_loop(fn, *, time_limit: float | None = None, device=None, points: float = 1,
-                verbose: bool = True) -> CheckResult:
-    return run_check(CONV2D_LOOP, fn, time_limit=time_limit, device=device, points=points, verbose=verbose)
-
-
-conv2d.__doc__ = _CONV_DOC
-conv2d_loop.__doc__ = _CONV_DOC.replace("layer.", "layer, written with loops (small inputs, 30 s).", 1)
+conv2d_loop = declare(
+    "conv2d_loop",
+    signature="conv2d_loop(x, w, b=None, stride=1, padding=0) -> tensor",
+    doc=_CONV_DOC.replace("layer.", "layer, written with loops (small inputs, 30 s).", 1),
+    reference=answers.conv2d_loop,
+    make_cases=lambda: _conv2d_cases("conv2d_loop", 30, 7, 2),
+    kind="tensor",
+    time_limit=30.0,
+    mistakes=_CONV_MISTAKES,
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -244,10 +231,13 @@ def _pool_cases(name: str) -> list[Case]:
     return [Case((torch.randn(n, c, h, w, generator=gen), k, s)) for n, c, h, w, k, s in configs]
 
 
-MAX_POOL2D = register(Exercise(
-    name="max_pool2d", signature="max_pool2d(x, kernel_size, stride) -> tensor",
-    arg_names=["x", "kernel_size", "stride"], reference=answers.max_pool2d,
-    make_cases=lambda: _pool_cases("max_pool2d"), kind="tensor",
+max_pool2d = declare(
+    "max_pool2d",
+    signature="max_pool2d(x, kernel_size, stride) -> tensor",
+    doc="""Check fn(x, kernel_size, stride) -> tensor: max pooling of x (N, C, H, W), no padding, windows that do not fit dropped.""",
+    reference=answers.max_pool2d,
+    make_cases=lambda: _pool_cases("max_pool2d"),
+    kind="tensor",
     mistakes=[
         Mistake(lambda x, k, s: answers.max_pool2d(x, k, 1),
                 "the windows moved by 1 pixel: step by `stride` between windows"),
@@ -256,12 +246,15 @@ MAX_POOL2D = register(Exercise(
         Mistake(lambda x, k, s: answers.avg_pool2d(x, k, s), "that is the mean of each window; max pooling keeps the largest value"),
         Mistake(lambda x, k, s: answers.max_pool2d(x.abs(), k, s), "take the largest value, not the largest magnitude (no abs)"),
     ],
-))
+)
 
-AVG_POOL2D = register(Exercise(
-    name="avg_pool2d", signature="avg_pool2d(x, kernel_size, stride) -> tensor",
-    arg_names=["x", "kernel_size", "stride"], reference=answers.avg_pool2d,
-    make_cases=lambda: _pool_cases("avg_pool2d"), kind="tensor",
+avg_pool2d = declare(
+    "avg_pool2d",
+    signature="avg_pool2d(x, kernel_size, stride) -> tensor",
+    doc="""Check fn(x, kernel_size, stride) -> tensor: average pooling of x (N, C, H, W), no padding.""",
+    reference=answers.avg_pool2d,
+    make_cases=lambda: _pool_cases("avg_pool2d"),
+    kind="tensor",
     mistakes=[
         Mistake(lambda x, k, s: answers.avg_pool2d(x, k, 1),
                 "the windows moved by 1 pixel: step by `stride` between windows"),
@@ -272,19 +265,7 @@ AVG_POOL2D = register(Exercise(
         Mistake(lambda x, k, s: answers.avg_pool2d(x, k, s) * k * k, "that is the window's sum; divide by kernel_size * kernel_size"),
         Mistake(lambda x, k, s: answers.max_pool2d(x, k, s), "that is max pooling; average pooling takes each window's mean"),
     ],
-))
-
-
-def max_pool2d(fn, *, time_limit: float | None = None, device=None, points: float = 1,
-               verbose: bool = True) -> CheckResult:
-    """Check fn(x, kernel_size, stride) -> tensor: max pooling of x (N, C, H, W), no padding, windows that do not fit dropped."""
-    return run_check(MAX_POOL2D, fn, time_limit=time_limit, device=device, points=points, verbose=verbose)
-
-
-def avg_pool2d(fn, *, time_limit: float | None = None, device=None, points: float = 1,
-               verbose: bool = True) -> CheckResult:
-    """Check fn(x, kernel_size, stride) -> tensor: average pooling of x (N, C, H, W), no padding."""
-    return run_check(AVG_POOL2D, fn, time_limit=time_limit, device=device, points=points, verbose=verbose)
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -345,21 +326,10 @@ def _params_no_in_channels(layers, input_shape):
     return sum(p.numel() // (p.shape[1] if p.dim() == 4 else 1) for p in model.parameters())
 
 
-CNN_PARAM_COUNT = register(Exercise(
-    name="cnn_param_count", signature="cnn_param_count(layers, input_shape) -> int",
-    arg_names=["layers", "input_shape"], reference=answers.cnn_param_count,
-    make_cases=_cnn_cases, kind="int",
-    mistakes=[
-        Mistake(_params_no_bias, "the biases are missing: every conv and linear layer adds one per output channel or feature"),
-        Mistake(_params_unshrunk, "the first linear layer sees the flattened output of the last conv/pool, "
-                "C * H' * W' with the shrunken H', W', not the input's H and W"),
-        Mistake(_params_no_in_channels, "a conv kernel spans every input channel: weights = out_channels * in_channels * k * k"),
-    ],
-))
-
-
-def cnn_param_count(fn, *, time_limit: float | None = None, points: float = 1, verbose: bool = True) -> CheckResult:
-    """Check fn(layers, input_shape) -> int, the trainable parameters of a described CNN.
+cnn_param_count = declare(
+    "cnn_param_count",
+    signature="cnn_param_count(layers, input_shape) -> int",
+    doc="""Check fn(layers, input_shape) -> int, the trainable parameters of a described CNN.
 
     input_shape is (C, H, W); layers is a list of tuples, in order:
         ("conv", out_channels, kernel_size, stride, padding)   square kernel, with bias
@@ -369,5 +339,14 @@ def cnn_param_count(fn, *, time_limit: float | None = None, points: float = 1, v
         ("linear", out_features)                               with bias
     The answer is sum(p.numel() for p in model.parameters()) of the torch model built
     from those rows (see labcode.checks.answers.build_cnn).
-    """
-    return run_check(CNN_PARAM_COUNT, fn, time_limit=time_limit, points=points, verbose=verbose)
+    """,
+    reference=answers.cnn_param_count,
+    make_cases=_cnn_cases,
+    kind="int",
+    mistakes=[
+        Mistake(_params_no_bias, "the biases are missing: every conv and linear layer adds one per output channel or feature"),
+        Mistake(_params_unshrunk, "the first linear layer sees the flattened output of the last conv/pool, "
+                "C * H' * W' with the shrunken H', W', not the input's H and W"),
+        Mistake(_params_no_in_channels, "a conv kernel spans every input channel: weights = out_channels * in_channels * k * k"),
+    ],
+)

@@ -1,4 +1,7 @@
-"""Checks for chapter 2 (AlexNet and EfficientNetV2): shapes, parameter counts, top-k error, SE, scaling.
+"""The exercises of chapter 2 (AlexNet and EfficientNetV2): shapes, parameter counts, top-k error, SE, scaling.
+
+One `declare(...)` per exercise of chapters/ch2_alexnet_efficientnet/exercises_solutions.ipynb;
+each returns the check the notebook calls, `check.X(fn)`.
 
 AlexNet: Krizhevsky, Sutskever & Hinton, NeurIPS 2012, and torchvision's single-tower
 variant (Krizhevsky 2014, arXiv 1404.5997). Squeeze-and-excitation: Hu et al., CVPR 2018
@@ -13,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from labcode.checks import answers
-from labcode.checks.core import Case, CheckResult, Exercise, Mistake, register, run_check, seeded
+from labcode.checks.core import Case, Mistake, declare, seeded
 
 # ---------------------------------------------------------------------------------------
 # alexnet_output_shapes
@@ -39,9 +42,18 @@ _PAPER_CHANNELS = [(r[0], {64: 96, 192: 256, 384: 384, 256: 256}[r[1]], *r[2:]) 
                    for r in answers.ALEXNET_FEATURES]
 _PAPER_CHANNELS[8] = ("conv", 384, 3, 1, 1)
 
-ALEXNET_OUTPUT_SHAPES = register(Exercise(
-    name="alexnet_output_shapes", signature="alexnet_output_shapes(input_size) -> list of (C, H, W)",
-    arg_names=["input_size"], reference=answers.alexnet_output_shapes, make_cases=_alexnet_cases, kind="shapes",
+alexnet_output_shapes = declare(
+    "alexnet_output_shapes",
+    signature="alexnet_output_shapes(input_size) -> list of (C, H, W)",
+    doc="""Check fn(input_size) -> list of 13 (C, H, W) tuples, one after each layer of torchvision's AlexNet `features`.
+
+    input_size is an int (square image) or (H, W); the image has 3 channels. The layers are
+    conv 11x11/4 pad 2, ReLU, maxpool 3/2, conv 5x5 pad 2, ReLU, maxpool 3/2, conv 3x3 pad 1,
+    ReLU, conv 3x3 pad 1, ReLU, conv 3x3 pad 1, ReLU, maxpool 3/2 with 64, 192, 384, 256, 256 channels.
+    """,
+    reference=answers.alexnet_output_shapes,
+    make_cases=_alexnet_cases,
+    kind="shapes",
     mistakes=[
         Mistake(_alexnet_with([("maxpool", 3, 1) if r[0] == "maxpool" else r for r in answers.ALEXNET_FEATURES]),
                 "AlexNet's max pools overlap: 3x3 windows with stride 2"),
@@ -53,17 +65,7 @@ ALEXNET_OUTPUT_SHAPES = register(Exercise(
                 "torchvision's AlexNet has 64, 192, 384, 256, 256 channels (the single-tower variant), "
                 "not the 2012 paper's 96, 256, 384, 384, 256"),
     ],
-))
-
-
-def alexnet_output_shapes(fn, *, time_limit: float | None = None, points: float = 1, verbose: bool = True) -> CheckResult:
-    """Check fn(input_size) -> list of 13 (C, H, W) tuples, one after each layer of torchvision's AlexNet `features`.
-
-    input_size is an int (square image) or (H, W); the image has 3 channels. The layers are
-    conv 11x11/4 pad 2, ReLU, maxpool 3/2, conv 5x5 pad 2, ReLU, maxpool 3/2, conv 3x3 pad 1,
-    ReLU, conv 3x3 pad 1, ReLU, conv 3x3 pad 1, ReLU, maxpool 3/2 with 64, 192, 384, 256, 256 channels.
-    """
-    return run_check(ALEXNET_OUTPUT_SHAPES, fn, time_limit=time_limit, points=points, verbose=verbose)
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -81,10 +83,13 @@ def _grouped_cases() -> list[Case]:
     return [Case(c) for c in configs]
 
 
-GROUPED_CONV_PARAMS = register(Exercise(
-    name="grouped_conv_params", signature="grouped_conv_params(c_in, c_out, k, groups, bias) -> int",
-    arg_names=["c_in", "c_out", "k", "groups", "bias"], reference=answers.grouped_conv_params,
-    make_cases=_grouped_cases, kind="int",
+grouped_conv_params = declare(
+    "grouped_conv_params",
+    signature="grouped_conv_params(c_in, c_out, k, groups, bias) -> int",
+    doc="""Check fn(c_in, c_out, k, groups, bias) -> int, the parameters of nn.Conv2d(c_in, c_out, k, groups=groups, bias=bias).""",
+    reference=answers.grouped_conv_params,
+    make_cases=_grouped_cases,
+    kind="int",
     mistakes=[
         Mistake(lambda c_in, c_out, k, groups, bias: c_in * c_out * k * k + (c_out if bias else 0),
                 "each group's filters see only c_in / groups input channels: weights = c_out * (c_in / groups) * k * k"),
@@ -95,12 +100,7 @@ GROUPED_CONV_PARAMS = register(Exercise(
         Mistake(lambda c_in, c_out, k, groups, bias: answers.grouped_conv_params(c_in, c_out, k, groups, bias) - (c_out if bias else 0) + (c_out // groups if bias else 0),
                 "there is one bias per output channel, c_out of them, whatever the groups"),
     ],
-))
-
-
-def grouped_conv_params(fn, *, time_limit: float | None = None, points: float = 1, verbose: bool = True) -> CheckResult:
-    """Check fn(c_in, c_out, k, groups, bias) -> int, the parameters of nn.Conv2d(c_in, c_out, k, groups=groups, bias=bias)."""
-    return run_check(GROUPED_CONV_PARAMS, fn, time_limit=time_limit, points=points, verbose=verbose)
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -124,9 +124,16 @@ def _topk_cases() -> list[Case]:
     return out
 
 
-TOPK_ERROR = register(Exercise(
-    name="topk_error", signature="topk_error(logits, labels, k) -> float",
-    arg_names=["logits", "labels", "k"], reference=answers.topk_error, make_cases=_topk_cases, kind="number",
+topk_error = declare(
+    "topk_error",
+    signature="topk_error(logits, labels, k) -> float",
+    doc="""Check fn(logits (N, classes), labels (N,), k) -> float: the fraction of samples whose label is not in the top k.
+
+    A Python float between 0 and 1 (a one-element tensor is accepted too).
+    """,
+    reference=answers.topk_error,
+    make_cases=_topk_cases,
+    kind="number",
     mistakes=[
         Mistake(lambda logits, labels, k: 1.0 - answers.topk_error(logits, labels, k),
                 "that is the top-k accuracy; the error is 1 - accuracy"),
@@ -137,15 +144,7 @@ TOPK_ERROR = register(Exercise(
         Mistake(lambda logits, labels, k: answers.topk_error(-logits, labels, k),
                 "take the k largest logits (topk's default), not the smallest"),
     ],
-))
-
-
-def topk_error(fn, *, time_limit: float | None = None, points: float = 1, verbose: bool = True) -> CheckResult:
-    """Check fn(logits (N, classes), labels (N,), k) -> float: the fraction of samples whose label is not in the top k.
-
-    A Python float between 0 and 1 (a one-element tensor is accepted too).
-    """
-    return run_check(TOPK_ERROR, fn, time_limit=time_limit, points=points, verbose=verbose)
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -178,9 +177,18 @@ def _se_gate_only(x, w1, b1, w2, b2):
     return gate[:, :, None, None].expand_as(x).clone()
 
 
-SQUEEZE_EXCITATION = register(Exercise(
-    name="squeeze_excitation", signature="squeeze_excitation(x, w1, b1, w2, b2) -> tensor",
-    arg_names=["x", "w1", "b1", "w2", "b2"], reference=answers.squeeze_excitation, make_cases=_se_cases, kind="tensor",
+squeeze_excitation = declare(
+    "squeeze_excitation",
+    signature="squeeze_excitation(x, w1, b1, w2, b2) -> tensor",
+    doc="""Check fn(x, w1, b1, w2, b2) -> tensor, EfficientNet's squeeze-and-excitation.
+
+    x (N, C, H, W); w1 (Cr, C), b1 (Cr,); w2 (C, Cr), b2 (C,). Average x over H and W,
+    apply w1, b1 and SiLU, then w2, b2 and a sigmoid, and scale each channel of x by the
+    result. x must not change: return a new tensor.
+    """,
+    reference=answers.squeeze_excitation,
+    make_cases=_se_cases,
+    kind="tensor",
     mistakes=[
         Mistake(_se_with(act=F.relu), "EfficientNet's squeeze-and-excitation uses SiLU between the two layers, not ReLU"),
         Mistake(_se_with(gate=lambda z: z), "the gate needs a sigmoid, so each channel is scaled by a number between 0 and 1"),
@@ -188,18 +196,7 @@ SQUEEZE_EXCITATION = register(Exercise(
         Mistake(_se_with(pool=lambda x: x.amax(dim=(2, 3))), "squeeze with the mean over H and W (global average pooling), not the max"),
         Mistake(_se_gate_only, "return x scaled by the gate, not the gate alone"),
     ],
-))
-
-
-def squeeze_excitation(fn, *, time_limit: float | None = None, device=None, points: float = 1,
-                       verbose: bool = True) -> CheckResult:
-    """Check fn(x, w1, b1, w2, b2) -> tensor, EfficientNet's squeeze-and-excitation.
-
-    x (N, C, H, W); w1 (Cr, C), b1 (Cr,); w2 (C, Cr), b2 (C,). Average x over H and W,
-    apply w1, b1 and SiLU, then w2, b2 and a sigmoid, and scale each channel of x by the
-    result. x must not change: return a new tensor.
-    """
-    return run_check(SQUEEZE_EXCITATION, fn, time_limit=time_limit, device=device, points=points, verbose=verbose)
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -229,10 +226,19 @@ def _mbconv_counts(c_in, c_out, expand, k, se_ratio, bn=True, se_from_hidden=Fal
     return total + hidden * c_out + norm * c_out + (c_out if bias else 0)
 
 
-MBCONV_PARAMS = register(Exercise(
-    name="mbconv_params", signature="mbconv_params(c_in, c_out, expand, k, se_ratio) -> int",
-    arg_names=["c_in", "c_out", "expand", "k", "se_ratio"], reference=answers.mbconv_params,
-    make_cases=_mbconv_cases, kind="int",
+mbconv_params = declare(
+    "mbconv_params",
+    signature="mbconv_params(c_in, c_out, expand, k, se_ratio) -> int",
+    doc="""Check fn(c_in, c_out, expand, k, se_ratio) -> int, the parameters of one MBConv block as torchvision builds it.
+
+    hidden = c_in * expand. Layers: 1x1 conv c_in -> hidden + BatchNorm (only when expand != 1);
+    depthwise k x k conv + BatchNorm; squeeze-and-excitation with two 1x1 convs with bias,
+    hidden -> max(1, int(c_in * se_ratio)) -> hidden (none when se_ratio == 0); 1x1 conv
+    hidden -> c_out + BatchNorm. Convolutions before a BatchNorm have no bias.
+    """,
+    reference=answers.mbconv_params,
+    make_cases=_mbconv_cases,
+    kind="int",
     mistakes=[
         Mistake(lambda *a: _mbconv_counts(*a, bn=False),
                 "each BatchNorm has 2 trainable parameters per channel (scale and shift); running statistics are buffers, not parameters"),
@@ -246,18 +252,7 @@ MBCONV_PARAMS = register(Exercise(
                 + (c_in * expand) * (c_in * expand - 1) * k * k,
                 "the depthwise convolution has one k x k filter per channel (groups = channels): hidden * k * k weights"),
     ],
-))
-
-
-def mbconv_params(fn, *, time_limit: float | None = None, points: float = 1, verbose: bool = True) -> CheckResult:
-    """Check fn(c_in, c_out, expand, k, se_ratio) -> int, the parameters of one MBConv block as torchvision builds it.
-
-    hidden = c_in * expand. Layers: 1x1 conv c_in -> hidden + BatchNorm (only when expand != 1);
-    depthwise k x k conv + BatchNorm; squeeze-and-excitation with two 1x1 convs with bias,
-    hidden -> max(1, int(c_in * se_ratio)) -> hidden (none when se_ratio == 0); 1x1 conv
-    hidden -> c_out + BatchNorm. Convolutions before a BatchNorm have no bias.
-    """
-    return run_check(MBCONV_PARAMS, fn, time_limit=time_limit, points=points, verbose=verbose)
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -275,10 +270,18 @@ def _scaling_cases() -> list[Case]:
     return [Case(c) for c in configs]
 
 
-COMPOUND_SCALING = register(Exercise(
-    name="compound_scaling", signature="compound_scaling(base_channels, base_layers, width_mult, depth_mult) -> (channels, layers)",
-    arg_names=["base_channels", "base_layers", "width_mult", "depth_mult"], reference=answers.compound_scaling,
-    make_cases=_scaling_cases, kind="ints",
+compound_scaling = declare(
+    "compound_scaling",
+    signature="compound_scaling(base_channels, base_layers, width_mult, depth_mult) -> (channels, layers)",
+    doc="""Check fn(base_channels, base_layers, width_mult, depth_mult) -> (channels, layers), EfficientNet's scaling of one stage.
+
+    channels = make_divisible(base_channels * width_mult): v = base_channels * width_mult;
+    c = max(8, int(v + 4) // 8 * 8), the nearest multiple of 8 (at least 8); if c < 0.9 * v,
+    c += 8. layers = math.ceil(base_layers * depth_mult). Both ints.
+    """,
+    reference=answers.compound_scaling,
+    make_cases=_scaling_cases,
+    kind="ints",
     mistakes=[
         Mistake(lambda c, n, w, d: (round(c * w), math.ceil(n * d)),
                 "round the channels to a multiple of 8 (hardware-friendly widths), with make_divisible's rule"),
@@ -291,14 +294,4 @@ COMPOUND_SCALING = register(Exercise(
         Mistake(lambda c, n, w, d: (answers.make_divisible(c * d), math.ceil(n * w)),
                 "width_mult scales the channels and depth_mult the layers: the two are swapped"),
     ],
-))
-
-
-def compound_scaling(fn, *, time_limit: float | None = None, points: float = 1, verbose: bool = True) -> CheckResult:
-    """Check fn(base_channels, base_layers, width_mult, depth_mult) -> (channels, layers), EfficientNet's scaling of one stage.
-
-    channels = make_divisible(base_channels * width_mult): v = base_channels * width_mult;
-    c = max(8, int(v + 4) // 8 * 8), the nearest multiple of 8 (at least 8); if c < 0.9 * v,
-    c += 8. layers = math.ceil(base_layers * depth_mult). Both ints.
-    """
-    return run_check(COMPOUND_SCALING, fn, time_limit=time_limit, points=points, verbose=verbose)
+)

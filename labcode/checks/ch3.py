@@ -1,4 +1,7 @@
-"""Checks for chapter 3 (the Vision Transformer): patches, tokens, attention, heads, the encoder block.
+"""The exercises of chapter 3 (the Vision Transformer): patches, tokens, attention, heads, the encoder block.
+
+One `declare(...)` per exercise of chapters/ch3_vit/exercises_solutions.ipynb; each
+returns the check the notebook calls, `check.X(fn)`.
 
 Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021 (arXiv 2010.11929);
 attention from Vaswani et al., "Attention Is All You Need", NeurIPS 2017 (arXiv 1706.03762).
@@ -13,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from labcode.checks import answers
-from labcode.checks.core import Case, CheckResult, Exercise, Mistake, register, run_check, seeded
+from labcode.checks.core import Case, Mistake, declare, seeded
 
 # ---------------------------------------------------------------------------------------
 # patchify
@@ -41,9 +44,18 @@ def _patchify_column_major(images, p):
     return x.reshape(B, -1, C * p * p)
 
 
-PATCHIFY = register(Exercise(
-    name="patchify", signature="patchify(images, p) -> (B, N, C*p*p)",
-    arg_names=["images", "p"], reference=answers.patchify, make_cases=_patchify_cases, kind="tensor",
+patchify = declare(
+    "patchify",
+    signature="patchify(images, p) -> (B, N, C*p*p)",
+    doc="""Check fn(images (B, C, H, W), p) -> (B, N, C*p*p), N = (H/p)(W/p).
+
+    Patches are taken row by row (left to right, top to bottom); each is flattened channel
+    first, then row, then column, the order of a Conv2d weight (D, C, p, p) reshaped to
+    (D, C*p*p). H and W are multiples of p.
+    """,
+    reference=answers.patchify,
+    make_cases=_patchify_cases,
+    kind="tensor",
     mistakes=[
         Mistake(_patchify_channels_last, "inside a patch the order is channel first, then row, then column "
                 "(C, p, p), as in a Conv2d weight; yours puts the channel last (p, p, C)"),
@@ -52,17 +64,7 @@ PATCHIFY = register(Exercise(
                 "a plain reshape mixes pixels from different patches: reshape to (B, C, H/p, p, W/p, p), "
                 "permute, then reshape"),
     ],
-))
-
-
-def patchify(fn, *, time_limit: float | None = None, device=None, points: float = 1, verbose: bool = True) -> CheckResult:
-    """Check fn(images (B, C, H, W), p) -> (B, N, C*p*p), N = (H/p)(W/p).
-
-    Patches are taken row by row (left to right, top to bottom); each is flattened channel
-    first, then row, then column, the order of a Conv2d weight (D, C, p, p) reshaped to
-    (D, C*p*p). H and W are multiples of p.
-    """
-    return run_check(PATCHIFY, fn, time_limit=time_limit, device=device, points=points, verbose=verbose)
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -83,23 +85,22 @@ def _hw(size):
     return (size, size) if isinstance(size, int) else size
 
 
-VIT_SEQUENCE_LENGTH = register(Exercise(
-    name="vit_sequence_length", signature="vit_sequence_length(image_size, patch_size) -> int",
-    arg_names=["image_size", "patch_size"], reference=answers.vit_sequence_length, make_cases=_sequence_cases, kind="int",
+vit_sequence_length = declare(
+    "vit_sequence_length",
+    signature="vit_sequence_length(image_size, patch_size) -> int",
+    doc="""Check fn(image_size, patch_size) -> int, the tokens the encoder sees (patches plus the class token).
+
+    image_size is an int (square) or (H, W), multiples of patch_size.
+    """,
+    reference=answers.vit_sequence_length,
+    make_cases=_sequence_cases,
+    kind="int",
     mistakes=[
         Mistake(lambda s, p: answers.vit_sequence_length(s, p) - 1, "add one token for the class token"),
         Mistake(lambda s, p: _hw(s)[0] // p + 1, "the patches form a grid: (H / p) * (W / p) of them, not H / p"),
         Mistake(lambda s, p: _hw(s)[0] * _hw(s)[1] // p + 1, "divide each side by the patch size: (H / p) * (W / p), not H * W / p"),
     ],
-))
-
-
-def vit_sequence_length(fn, *, time_limit: float | None = None, points: float = 1, verbose: bool = True) -> CheckResult:
-    """Check fn(image_size, patch_size) -> int, the tokens the encoder sees (patches plus the class token).
-
-    image_size is an int (square) or (H, W), multiples of patch_size.
-    """
-    return run_check(VIT_SEQUENCE_LENGTH, fn, time_limit=time_limit, points=points, verbose=verbose)
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -132,9 +133,19 @@ def _vit_without(config, *, positions=True, biases=True, norms=True, head=True):
     return total
 
 
-VIT_PARAM_COUNT = register(Exercise(
-    name="vit_param_count", signature="vit_param_count(config) -> int",
-    arg_names=["config"], reference=answers.vit_param_count, make_cases=_vit_config_cases, kind="int",
+vit_param_count = declare(
+    "vit_param_count",
+    signature="vit_param_count(config) -> int",
+    doc="""Check fn(config) -> int, the parameters of torchvision's VisionTransformer(**config) (3-channel images).
+
+    config is a dict with image_size, patch_size, num_layers, num_heads, hidden_dim (D),
+    mlp_dim and num_classes. Count the patch embedding (a Conv2d with bias), the class token,
+    the position embeddings, every encoder block (LayerNorm, attention with q/k/v and output
+    projections, LayerNorm, two-layer MLP, all with biases), the final LayerNorm and the head.
+    """,
+    reference=answers.vit_param_count,
+    make_cases=_vit_config_cases,
+    kind="int",
     mistakes=[
         Mistake(lambda c: _vit_without(c, positions=False),
                 "the class token (D) and the position embeddings ((N + 1) * D) are learned parameters too"),
@@ -147,18 +158,7 @@ VIT_PARAM_COUNT = register(Exercise(
         Mistake(lambda c: _vit_without(c, head=False),
                 "the classification head, a linear layer D -> num_classes, belongs to the count"),
     ],
-))
-
-
-def vit_param_count(fn, *, time_limit: float | None = None, points: float = 1, verbose: bool = True) -> CheckResult:
-    """Check fn(config) -> int, the parameters of torchvision's VisionTransformer(**config) (3-channel images).
-
-    config is a dict with image_size, patch_size, num_layers, num_heads, hidden_dim (D),
-    mlp_dim and num_classes. Count the patch embedding (a Conv2d with bias), the class token,
-    the position embeddings, every encoder block (LayerNorm, attention with q/k/v and output
-    projections, LayerNorm, two-layer MLP, all with biases), the final LayerNorm and the head.
-    """
-    return run_check(VIT_PARAM_COUNT, fn, time_limit=time_limit, points=points, verbose=verbose)
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -186,9 +186,17 @@ def _attention_scaled(scale):
     return attention
 
 
-SCALED_DOT_PRODUCT_ATTENTION = register(Exercise(
-    name="scaled_dot_product_attention", signature="scaled_dot_product_attention(q, k, v) -> tensor",
-    arg_names=["q", "k", "v"], reference=answers.scaled_dot_product_attention, make_cases=_attention_cases, kind="tensor",
+scaled_dot_product_attention = declare(
+    "scaled_dot_product_attention",
+    signature="scaled_dot_product_attention(q, k, v) -> tensor",
+    doc="""Check fn(q, k, v) -> softmax(q k^T / sqrt(d)) v.
+
+    q is (..., Nq, d), k is (..., Nk, d), v is (..., Nk, dv), with one or two leading
+    dimensions; the answer is (..., Nq, dv). Nq and Nk may differ.
+    """,
+    reference=answers.scaled_dot_product_attention,
+    make_cases=_attention_cases,
+    kind="tensor",
     mistakes=[
         Mistake(_attention_scaled(lambda d: 1.0), "the scores need the 1 / sqrt(d) scale before the softmax"),
         Mistake(_attention_scaled(lambda d: 1.0 / d), "scale by 1 / sqrt(d), not 1 / d"),
@@ -196,17 +204,7 @@ SCALED_DOT_PRODUCT_ATTENTION = register(Exercise(
         Mistake(lambda q, k, v: (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(dim=-2) @ v,
                 "the softmax runs over the keys (the last dimension), so each query's weights sum to 1"),
     ],
-))
-
-
-def scaled_dot_product_attention(fn, *, time_limit: float | None = None, device=None, points: float = 1,
-                                 verbose: bool = True) -> CheckResult:
-    """Check fn(q, k, v) -> softmax(q k^T / sqrt(d)) v.
-
-    q is (..., Nq, d), k is (..., Nk, d), v is (..., Nk, dv), with one or two leading
-    dimensions; the answer is (..., Nq, dv). Nq and Nk may differ.
-    """
-    return run_check(SCALED_DOT_PRODUCT_ATTENTION, fn, time_limit=time_limit, device=device, points=points, verbose=verbose)
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -225,37 +223,35 @@ def _heads_cases(name: str, split: bool) -> list[Case]:
     return [Case((torch.randn(b, h, n, d // h, generator=gen),)) for b, n, d, h in configs]
 
 
-SPLIT_HEADS = register(Exercise(
-    name="split_heads", signature="split_heads(x, h) -> (B, h, N, D/h)",
-    arg_names=["x", "h"], reference=answers.split_heads, make_cases=lambda: _heads_cases("split_heads", True), kind="tensor",
+split_heads = declare(
+    "split_heads",
+    signature="split_heads(x, h) -> (B, h, N, D/h)",
+    doc="""Check fn(x (B, N, D), h) -> (B, h, N, D/h); head i holds features i*D/h to (i+1)*D/h of every token.""",
+    reference=answers.split_heads,
+    make_cases=lambda: _heads_cases("split_heads", True),
+    kind="tensor",
     mistakes=[
         Mistake(lambda x, h: x.reshape(x.shape[0], h, x.shape[1], x.shape[2] // h),
                 "reshaping straight to (B, h, N, D/h) mixes tokens: reshape to (B, N, h, D/h), then swap dims 1 and 2"),
         Mistake(lambda x, h: x.reshape(x.shape[0], x.shape[1], x.shape[2] // h, h).permute(0, 3, 1, 2),
                 "head i takes the consecutive features i*D/h to (i+1)*D/h: reshape to (B, N, h, D/h), not (B, N, D/h, h)"),
     ],
-))
+)
 
-MERGE_HEADS = register(Exercise(
-    name="merge_heads", signature="merge_heads(x) -> (B, N, h*d)",
-    arg_names=["x"], reference=answers.merge_heads, make_cases=lambda: _heads_cases("merge_heads", False), kind="tensor",
+merge_heads = declare(
+    "merge_heads",
+    signature="merge_heads(x) -> (B, N, h*d)",
+    doc="""Check fn(x (B, h, N, d)) -> (B, N, h*d), the inverse of split_heads.""",
+    reference=answers.merge_heads,
+    make_cases=lambda: _heads_cases("merge_heads", False),
+    kind="tensor",
     mistakes=[
         Mistake(lambda x: x.reshape(x.shape[0], x.shape[2], -1),
                 "reshaping (B, h, N, d) straight to (B, N, h*d) mixes tokens: transpose(1, 2) first"),
         Mistake(lambda x: x.permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[2], -1),
                 "put the heads side by side, head 0's d features first: transpose to (B, N, h, d), not (B, N, d, h)"),
     ],
-))
-
-
-def split_heads(fn, *, time_limit: float | None = None, device=None, points: float = 1, verbose: bool = True) -> CheckResult:
-    """Check fn(x (B, N, D), h) -> (B, h, N, D/h); head i holds features i*D/h to (i+1)*D/h of every token."""
-    return run_check(SPLIT_HEADS, fn, time_limit=time_limit, device=device, points=points, verbose=verbose)
-
-
-def merge_heads(fn, *, time_limit: float | None = None, device=None, points: float = 1, verbose: bool = True) -> CheckResult:
-    """Check fn(x (B, h, N, d)) -> (B, N, h*d), the inverse of split_heads."""
-    return run_check(MERGE_HEADS, fn, time_limit=time_limit, device=device, points=points, verbose=verbose)
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -272,10 +268,17 @@ def _class_token_cases() -> list[Case]:
                   torch.randn(1, n + 1, d, generator=gen))) for b, n, d in configs]
 
 
-ADD_CLASS_TOKEN_AND_POSITIONS = register(Exercise(
-    name="add_class_token_and_positions", signature="add_class_token_and_positions(tokens, cls, pos) -> (B, N+1, D)",
-    arg_names=["tokens", "cls", "pos"], reference=answers.add_class_token_and_positions,
-    make_cases=_class_token_cases, kind="tensor",
+add_class_token_and_positions = declare(
+    "add_class_token_and_positions",
+    signature="add_class_token_and_positions(tokens, cls, pos) -> (B, N+1, D)",
+    doc="""Check fn(tokens (B, N, D), cls (1, 1, D), pos (1, N+1, D)) -> (B, N+1, D).
+
+    Put the class token in front of every sequence in the batch, then add the position
+    embeddings. tokens, cls and pos must not change.
+    """,
+    reference=answers.add_class_token_and_positions,
+    make_cases=_class_token_cases,
+    kind="tensor",
     mistakes=[
         Mistake(lambda t, c, p: torch.cat([t, c.expand(t.shape[0], -1, -1)], dim=1) + p,
                 "the class token goes first, at position 0, not at the end"),
@@ -284,17 +287,7 @@ ADD_CLASS_TOKEN_AND_POSITIONS = register(Exercise(
         Mistake(lambda t, c, p: torch.cat([c.expand(t.shape[0], -1, -1), t + p[:, 1:]], dim=1),
                 "the class token gets a position embedding too: add pos (1, N+1, D) to the whole sequence"),
     ],
-))
-
-
-def add_class_token_and_positions(fn, *, time_limit: float | None = None, device=None, points: float = 1,
-                                  verbose: bool = True) -> CheckResult:
-    """Check fn(tokens (B, N, D), cls (1, 1, D), pos (1, N+1, D)) -> (B, N+1, D).
-
-    Put the class token in front of every sequence in the batch, then add the position
-    embeddings. tokens, cls and pos must not change.
-    """
-    return run_check(ADD_CLASS_TOKEN_AND_POSITIONS, fn, time_limit=time_limit, device=device, points=points, verbose=verbose)
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -351,9 +344,21 @@ def _encoder_variant(*, post_norm=False, scale=True, act=F.gelu, residual=True):
     return block
 
 
-ENCODER_BLOCK = register(Exercise(
-    name="encoder_block", signature="encoder_block(x, params, num_heads) -> tensor",
-    arg_names=["x", "params", "num_heads"], reference=answers.encoder_block, make_cases=_encoder_cases, kind="tensor",
+encoder_block = declare(
+    "encoder_block",
+    signature="encoder_block(x, params, num_heads) -> tensor",
+    doc="""Check fn(x (B, N, D), params, num_heads) -> (B, N, D), one pre-norm ViT encoder block.
+
+    y = x + out_proj(attention(LN1(x))); out = y + MLP(LN2(y)), LayerNorm eps 1e-6,
+    MLP = linear -> exact GELU -> linear. params holds torchvision EncoderBlock's state-dict
+    entries: 'ln_1.weight', 'ln_1.bias', 'self_attention.in_proj_weight' (3D, D) (q, k, v
+    stacked in that order), 'self_attention.in_proj_bias', 'self_attention.out_proj.weight',
+    'self_attention.out_proj.bias', 'ln_2.weight', 'ln_2.bias', 'mlp.0.weight' (mlp_dim, D),
+    'mlp.0.bias', 'mlp.3.weight' (D, mlp_dim), 'mlp.3.bias'. No dropout.
+    """,
+    reference=answers.encoder_block,
+    make_cases=_encoder_cases,
+    kind="tensor",
     time_limit=10.0,
     mistakes=[
         Mistake(_encoder_variant(post_norm=True), "ViT normalises before each sub-layer (pre-norm): x + attention(LN(x)), "
@@ -364,17 +369,4 @@ ENCODER_BLOCK = register(Exercise(
                 "use the exact GELU (F.gelu's default), not the tanh approximation"),
         Mistake(_encoder_variant(residual=False), "each sub-layer's output is added to its input (the residual connection)"),
     ],
-))
-
-
-def encoder_block(fn, *, time_limit: float | None = None, device=None, points: float = 1, verbose: bool = True) -> CheckResult:
-    """Check fn(x (B, N, D), params, num_heads) -> (B, N, D), one pre-norm ViT encoder block.
-
-    y = x + out_proj(attention(LN1(x))); out = y + MLP(LN2(y)), LayerNorm eps 1e-6,
-    MLP = linear -> exact GELU -> linear. params holds torchvision EncoderBlock's state-dict
-    entries: 'ln_1.weight', 'ln_1.bias', 'self_attention.in_proj_weight' (3D, D) (q, k, v
-    stacked in that order), 'self_attention.in_proj_bias', 'self_attention.out_proj.weight',
-    'self_attention.out_proj.bias', 'ln_2.weight', 'ln_2.bias', 'mlp.0.weight' (mlp_dim, D),
-    'mlp.0.bias', 'mlp.3.weight' (D, mlp_dim), 'mlp.3.bias'. No dropout.
-    """
-    return run_check(ENCODER_BLOCK, fn, time_limit=time_limit, device=device, points=points, verbose=verbose)
+)

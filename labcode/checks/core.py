@@ -1,9 +1,12 @@
-"""The machinery behind every exercise check: cases, comparison, hints and messages.
+"""The machinery behind every exercise check: declaring, cases, comparison, hints and messages.
 
-An `Exercise` is data: the name the notebook calls (`check.conv2d`), a reference
-solution, a deterministic list of test cases ordered from small to large, the kind of
-answer (an int, a tuple of ints, a number, a tensor, a list of shapes) and the usual
-mistakes, each a wrong function with a hint. `run_check` calls the student's function on
+An exercise is declared once, with `declare`, in its chapter's module (labcode/checks/ch1.py
+for chapter 1): the name the notebook calls (`check.conv2d`), the one-line signature and
+the contract, the reference solution from `labcode.checks.answers`, a deterministic list
+of test cases ordered from small to large, the kind of answer (an int, a tuple of ints, a
+number, a tensor, a list of shapes), the usual mistakes, each a wrong function with a
+hint, the points and the time limit. `declare` records the `Exercise` for the grader and
+returns the public check function. `run_check` calls the student's function on
 each case through `labcode.checks.calling` and stops at the first failure, so the message
 shows the smallest input that goes wrong. A failing output is compared with the output of
 each known mistake: a match names the mistake.
@@ -18,6 +21,7 @@ taken over the whole tensor so that values near zero do not dominate; it must st
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import zlib
 from dataclasses import dataclass, field
@@ -50,21 +54,47 @@ class Mistake:
 
 @dataclass
 class Exercise:
-    """Everything one check needs. `make_cases` must be deterministic (fixed seeds)."""
+    """Everything one check needs; made by `declare`. `make_cases` must be deterministic (fixed seeds).
+
+    `arg_names` label the positional arguments in messages; by default they are the
+    reference's parameter names.
+    """
 
     name: str
     signature: str
-    arg_names: list[str]
     reference: Callable
     make_cases: Callable[[], list[Case]]
     kind: str
     mistakes: list[Mistake] = field(default_factory=list)
+    points: float = 1
     time_limit: float = 5.0
     tolerance: float | None = None
+    arg_names: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        where = f"Exercise {self.name!r}"
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ValueError(f"{where}: the name must be a Python identifier (check.NAME), got {self.name!r}")
         if self.kind not in KINDS:
-            raise ValueError(f"Exercise {self.name}: kind must be one of {KINDS}, got {self.kind!r}")
+            raise ValueError(f"{where}: kind must be one of {KINDS}, got {self.kind!r}")
+        if not isinstance(self.signature, str) or not self.signature.startswith(self.name + "("):
+            raise ValueError(f"{where}: signature must start with '{self.name}(', got {self.signature!r}")
+        for label, value in (("reference", self.reference), ("make_cases", self.make_cases)):
+            if not callable(value):
+                raise TypeError(f"{where}: {label} must be a function, got {type(value).__name__}")
+        self.mistakes = list(self.mistakes)
+        for mistake in self.mistakes:
+            if not isinstance(mistake, Mistake):
+                raise TypeError(f"{where}: mistakes must be Mistake(fn, hint) items, got {type(mistake).__name__}")
+        if isinstance(self.points, bool) or not isinstance(self.points, (int, float)) or self.points < 0:
+            raise ValueError(f"{where}: points must be a number >= 0, got {self.points!r}")
+        if isinstance(self.time_limit, bool) or not isinstance(self.time_limit, (int, float)) or self.time_limit <= 0:
+            raise ValueError(f"{where}: time_limit must be a number of seconds > 0, got {self.time_limit!r}")
+        if not self.arg_names:
+            positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            self.arg_names = [p.name for p in inspect.signature(self.reference).parameters.values()
+                              if p.kind in positional]
+        self.arg_names = list(self.arg_names)
 
 
 @dataclass
@@ -96,13 +126,77 @@ class CheckResult:
         }
 
 
-EXERCISES: dict[str, Exercise] = {}
+EXERCISES: dict[str, Exercise] = {}  # what the grader reads
+CHECKS: dict[str, Callable[..., CheckResult]] = {}  # what a notebook calls: check.NAME
 
 
 def register(exercise: Exercise) -> Exercise:
-    """Add an exercise to the registry the grader reads (`EXERCISES`)."""
+    """Add an exercise to the registry the grader reads (`EXERCISES`); a name may be used once."""
+    if exercise.name in EXERCISES:
+        raise ValueError(f"an exercise named {exercise.name!r} is declared twice; each name may be declared once")
     EXERCISES[exercise.name] = exercise
     return exercise
+
+
+def declare(
+    name: str,
+    *,
+    signature: str,
+    doc: str,
+    reference: Callable,
+    make_cases: Callable[[], list[Case]],
+    kind: str,
+    mistakes: Sequence[Mistake] = (),
+    points: float = 1,
+    time_limit: float = 5.0,
+    tolerance: float | None = None,
+    arg_names: Sequence[str] = (),
+) -> Callable[..., CheckResult]:
+    """Declare one exercise and return its check, the function a notebook calls as check.NAME(fn).
+
+    The exercise goes into `EXERCISES` (the grader's registry) and the check into `CHECKS`
+    (what `labcode.checks` serves as check.NAME). The check takes the keyword arguments
+    time_limit, points and verbose, plus device for tensor answers, and `help()` on it
+    shows `doc`.
+
+    Args:
+        name: what the notebook calls, check.<name>; also the exercise's name in grading.
+        signature: the student's function in one line, starting with `name(`.
+        doc: the contract: inputs, output and conventions, as help(check.<name>) shows them.
+        reference: the right answer, a function of labcode.checks.answers.
+        make_cases: returns the inputs (`Case`s), smallest first, the same every run (`seeded`).
+        kind: how answers are compared, one of KINDS.
+        mistakes: usual wrong answers, each with the hint shown when a student's output equals its output.
+        points: what a pass is worth, in the check and in grading, unless the notebook says otherwise.
+        time_limit: seconds for the whole check.
+        tolerance: the relative error allowed, instead of the default for the answer's dtype.
+        arg_names: names of the positional arguments in messages (default: the reference's).
+    """
+    if not isinstance(doc, str) or not doc.strip():
+        raise ValueError(f"declare({name!r}): doc must describe the exercise's contract, got {doc!r}")
+    exercise = register(Exercise(name=name, signature=signature, reference=reference, make_cases=make_cases,
+                                 kind=kind, mistakes=list(mistakes), points=points, time_limit=time_limit,
+                                 tolerance=tolerance, arg_names=list(arg_names)))
+    check = _check_function(exercise)
+    check.__name__ = check.__qualname__ = name
+    check.__module__ = "labcode.checks"
+    check.__doc__ = inspect.cleandoc(doc)
+    check.exercise = exercise  # type: ignore[attr-defined]
+    CHECKS[name] = check
+    return check
+
+
+def _check_function(exercise: Exercise) -> Callable[..., CheckResult]:
+    """The public check of one exercise; only checks of tensor answers take a device."""
+    if exercise.kind == "tensor":
+        def check(fn: Any, *, time_limit: float | None = None, device: str | torch.device | None = None,
+                  points: float = exercise.points, verbose: bool = True) -> CheckResult:
+            return run_check(exercise, fn, time_limit=time_limit, device=device, points=points, verbose=verbose)
+    else:
+        def check(fn: Any, *, time_limit: float | None = None, points: float = exercise.points,
+                  verbose: bool = True) -> CheckResult:
+            return run_check(exercise, fn, time_limit=time_limit, points=points, verbose=verbose)
+    return check
 
 
 def seeded(name: str) -> tuple[torch.Generator, Any]:
@@ -174,7 +268,7 @@ def _run_local(exercise: Exercise, fn: Any, time_limit: float | None,
             return {"status": "timeout", "seconds": 0.0}
         args, kwargs = case.args, case.kwargs
         if target is not None:
-            args, kwargs = calling._to_device(args, target), calling._to_device(kwargs, target)
+            args, kwargs = calling.to_device(args, target), calling.to_device(kwargs, target)
         outcome = calling.run_case(fn, args, kwargs, exercise.arg_names, left)
         state["used"] += outcome.get("seconds", 0.0)
         return outcome
@@ -195,8 +289,8 @@ def evaluate(
     total = len(cases)
     for index, case in enumerate(cases):
         # The reference runs first, so torch's one-time warm-up is not charged to the student.
-        expected = calling.sanitize(exercise.reference(*calling._clone(case.args),
-                                                        **calling._clone(case.kwargs)))
+        expected = calling.sanitize(exercise.reference(*calling.clone(case.args),
+                                                        **calling.clone(case.kwargs)))
         outcome = outcome_of(index, case)
         if not isinstance(outcome, dict) or outcome.get("status") not in ("ok", "raised", "timeout", "missing"):
             outcome = {"status": "raised", "type": "GraderError",
@@ -427,7 +521,7 @@ def find_hint(exercise: Exercise, case: Case, got: Any, input_device: str = "cpu
     """The hint of the first known mistake whose output equals the student's output."""
     for mistake in exercise.mistakes:
         try:
-            wrong = calling.sanitize(mistake.fn(*calling._clone(case.args), **calling._clone(case.kwargs)))
+            wrong = calling.sanitize(mistake.fn(*calling.clone(case.args), **calling.clone(case.kwargs)))
         except Exception:
             continue
         if compare(exercise, wrong, got, input_device) is None:
