@@ -128,6 +128,27 @@ def test_overview_has_one_token_per_patch_plus_the_class_token(grid):
     assert len(_lines(block, "skip")) == 2
 
 
+def test_overview_ends_the_encoder_with_layernorm_and_does_not_call_square_patches_flattened():
+    fig = ch3.vit_overview_figure(torch.rand(3, 96, 96), grid=3)
+    main = fig.axes[0]
+
+    def box(gid):
+        found = [q for q in main.patches if q.get_gid() == gid]
+        assert len(found) == 1, f"expected one box {gid!r}, found {len(found)}"
+        return found[0]
+
+    encoder, norm, head = box("encoder"), box("final_norm"), box("head")
+    label = [t.get_text() for t in main.texts if t.get_gid() == "final_norm_text"]
+    assert label == ["LayerNorm"]
+    # bottom to top: encoder, then the final LayerNorm, then the head
+    assert encoder.get_y() + encoder.get_height() < norm.get_y()
+    assert norm.get_y() + norm.get_height() < head.get_y()
+    # the patches are drawn as squares: only the projection step may speak of flattening
+    flattening = [t for t in main.texts if "flatten" in t.get_text()]
+    assert [t.get_gid() for t in flattening] == ["projection_text"]
+    plt.close(fig)
+
+
 # --------------------------------------------------------------------------- cost
 
 

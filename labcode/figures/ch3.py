@@ -165,8 +165,9 @@ def vit_overview_figure(image: torch.Tensor | None = None, grid: int = 3) -> Fig
     """The Vision Transformer in one picture (ViT paper, figure 1; the notes' figure 7).
 
     Left, bottom to top: the image cut into grid x grid patches, the patches in a row,
-    the linear projection, the tokens with the class token in front and position numbers
-    0..N, the Transformer encoder, the MLP head and the class. Right: one encoder block
+    the flattening and linear projection, the tokens with the class token in front and
+    position numbers 0..N, the Transformer encoder, its final LayerNorm, the MLP head and
+    the class. Right: one encoder block
     (pre-norm: LayerNorm, multi-head attention, residual; LayerNorm, MLP, residual).
     """
     grid = _check_positive("vit_overview_figure", "grid", grid)
@@ -196,11 +197,11 @@ def vit_overview_figure(image: torch.Tensor | None = None, grid: int = 3) -> Fig
     ax.set_xlim(-3.5, n + 4.2)
     ax.set_ylim(-0.3, 10.6)
     _arrow(ax, (-0.8, 0.7), (1.05, 0.7))
-    ax.text(centres[-1] + 0.7, 0.7, "patches\n(flattened)", fontsize=8, va="center")
+    ax.text(centres[-1] + 0.7, 0.7, "patches,\nrow by row", fontsize=8, va="center")
     for x in centres:
         _arrow(ax, (x, 1.15), (x, 2.0))
     _box(ax, centres[0] - 0.45, 2.05, centres[-1] - centres[0] + 0.9, 0.75,
-         "linear projection of the flattened patches (one shared matrix)", "#fde0c5", "projection")
+         "flatten each patch, then one shared linear projection", "#fde0c5", "projection")
     # tokens: class token (position 0) plus one per patch, each with its position number
     token_x = [centres[0] - step] + centres
     for i, x in enumerate(token_x):
@@ -215,10 +216,13 @@ def vit_overview_figure(image: torch.Tensor | None = None, grid: int = 3) -> Fig
     ax.text(centres[-1] + 0.7, 3.8, "position\nembedding +\npatch token", fontsize=8, va="center")
     _box(ax, token_x[0] - 0.45, 4.9, centres[-1] - token_x[0] + 0.9, 1.3,
          "Transformer encoder (L blocks)", "#cfe3f5", "encoder", fontsize=11)
-    _arrow(ax, (token_x[0], 6.25), (token_x[0], 7.05))
-    _box(ax, token_x[0] - 0.7, 7.1, 1.9, 0.8, "MLP head", "#d8efcf", "head", fontsize=10)
-    _arrow(ax, (token_x[0] + 0.25, 7.95), (token_x[0] + 0.25, 8.75))
-    ax.text(token_x[0] + 0.25, 9.1, "class: cat, dog, digit 7, ...", fontsize=9, ha="left")
+    # the encoder ends with a final LayerNorm, applied before the head reads the class token
+    _arrow(ax, (token_x[0], 6.25), (token_x[0], 6.55))
+    _box(ax, token_x[0] - 0.7, 6.6, 1.9, 0.55, "LayerNorm", "#eeeeee", "final_norm", fontsize=9)
+    _arrow(ax, (token_x[0] + 0.25, 7.2), (token_x[0] + 0.25, 7.5))
+    _box(ax, token_x[0] - 0.7, 7.55, 1.9, 0.7, "MLP head", "#d8efcf", "head", fontsize=10)
+    _arrow(ax, (token_x[0] + 0.25, 8.3), (token_x[0] + 0.25, 8.85))
+    ax.text(token_x[0] + 0.25, 9.2, "class: cat, dog, digit 7, ...", fontsize=9, ha="left")
     ax.text(centres[2], 7.5, "only the class token's final state\nis classified", fontsize=8, va="center")
     # one encoder block, on the right
     blk = fig.add_axes((0.74, 0.05, 0.24, 0.9))
