@@ -95,16 +95,3 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
 
-
-def broadcast_object(obj):
-    """Send a picklable object from rank 0 to all processes."""
-    if not is_distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
