@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 _SUBMODULES = {
     "functional", "layers", "models", "device", "data", "train", "viz",
     "checks", "flops", "widgets", "colab", "assign",
-    "grading", "book", "figures", "distributed", "validate",
+    "grading", "book", "figures", "distributed", "checkpoint", "validate",
     "experiments",
 }
 

@@ -2,19 +2,20 @@
 
 `fit` is mini-batch stochastic gradient descent as every paper in this book trained its
 models (AlexNet: Krizhevsky, Sutskever & Hinton, NeurIPS 2012, sec. 5), written as one
-readable loop: forward pass, loss, backward pass, optimizer step. Around that loop it
-adds what a long run on a shared GPU needs:
+readable loop: for every batch a train step (forward pass, loss, backward pass,
+optimizer step), and after every epoch an end-of-epoch step (record, validate, save).
+Around that loop it adds what a long run on a shared GPU needs:
 
 - mixed precision (Micikevicius et al., "Mixed Precision Training", ICLR 2018): the
   forward pass in bfloat16, or in float16 with a gradient scaler on older GPUs, chosen
   by `labcode.device.precision`;
 - channels-last memory layout for convolutional networks on CUDA;
 - a seed that makes a CPU run repeat exactly;
-- checkpoints written atomically at the end of each epoch or every N steps, holding
-  everything needed to resume (model, optimizer, scheduler, scaler, random states,
-  loader position, history), so a resumed run ends with the same weights as an
-  uninterrupted one;
-- an error that names the step when the loss stops being a finite number;
+- checkpoints (`labcode.checkpoint`) written atomically at the end of each epoch or
+  every N steps, holding everything needed to resume, so a resumed run ends with the
+  same weights as an uninterrupted one;
+- a stop at the first step whose loss is not a finite number, before the optimizer
+  applies it, with an error that names the step;
 - DistributedDataParallel when started with torchrun (see `labcode.distributed`).
 
 The training data can be a `labcode.data.GPULoader`, a torch DataLoader, or any
@@ -28,7 +29,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -36,10 +37,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from labcode import distributed
+from labcode.checkpoint import Position, epoch_batches, restore_training, save_training
 from labcode.data.loader import GPULoader
-from labcode.device import precision
+from labcode.device import Precision, precision
 
-SYNC_EVERY = 25  # steps between reading the loss back from the GPU (each read waits)
+SYNC_EVERY = 25  # steps between reading the losses back from the GPU (each read waits)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -124,129 +126,80 @@ def fit(model: nn.Module, train_data: Iterable, *, epochs: int,
         progress: show a tqdm progress bar.
     """
     _check_fit_args(model, optimizer, epochs, checkpoint_every, max_steps, scheduler_step)
-    loss_fn = F.cross_entropy if loss_fn is None else loss_fn
-    is_distributed = distributed.setup()
-    device = distributed.default_device() if device is None else torch.device(device)
-    prec = precision(device, mixed)
-    if seed is not None:
-        seed_everything(seed)
-        if isinstance(train_data, GPULoader):
-            train_data.manual_seed(seed)
-    if channels_last is None:
-        channels_last = device.type == "cuda" and any(
-            isinstance(m, nn.Conv2d) for m in model.modules())
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(device=device, memory_format=memory_format)
-    scaler = prec.scaler()
-
-    state = _RunState()
-    history = History()
-    path = Path(checkpoint) if checkpoint is not None else None
-    saved = None
-    if path is not None and resume and path.exists():
-        saved = _load_checkpoint(path, model, optimizer, scheduler, scaler, train_data)
-        history = History.from_dict(saved["history"])
-        state = _RunState(**saved["position"])
-
-    net = model
-    if is_distributed:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    if compile:
-        net = torch.compile(net)
-
-    steps_per_epoch = _length(train_data)
-    bar = _progress_bar(progress, epochs, steps_per_epoch, state.step)
-    done = state.epoch >= epochs or (max_steps is not None and state.step >= max_steps)
+    run = _start_run(model, train_data, val_data=val_data, optimizer=optimizer,
+                     scheduler=scheduler, scheduler_step=scheduler_step, loss_fn=loss_fn,
+                     device=device, mixed=mixed, channels_last=channels_last,
+                     compile=compile, seed=seed, checkpoint=checkpoint,
+                     checkpoint_every=checkpoint_every, resume=resume,
+                     max_steps=max_steps, grad_clip=grad_clip)
+    run.bar = _progress_bar(progress, epochs, _length(train_data), run.position.step)
     try:
-        while not done:
-            net.train()
-            sampler = getattr(train_data, "sampler", None)
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(state.epoch)
-            batches, epoch_rng = _epoch_iterator(train_data, state, saved)
-            saved = None
-            epoch_start = time.perf_counter() - state.elapsed
-            sums = _Sums(device, state)  # loss, correct and count, kept on the device
-            pending: list[torch.Tensor] = []  # step losses not yet read back
-
-            def sync():
-                _flush(pending, history, state, optimizer, mixed=prec.dtype is not None)
-                if bar is not None:
-                    bar.set_postfix_str(_postfix(state, history, sums), refresh=False)
-
-            for x, y in batches:
-                x = x.to(device, non_blocking=True)
-                y = y.to(device, non_blocking=True)
-                if channels_last and x.dim() == 4:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with prec.autocast():
-                    out = net(x)
-                    loss = loss_fn(out, y)
-                if loss.dim() != 0:
-                    raise ValueError(f"fit: loss_fn must return a scalar, got shape "
-                                     f"{tuple(loss.shape)}")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                if scheduler is not None and scheduler_step == "step" and not _plateau(scheduler):
-                    scheduler.step()
-
-                sums.add(loss.detach(), out.detach(), y)
-                pending.append(loss.detach().float())
-                state.step += 1
-                state.batch += 1
-                if bar is not None:
-                    bar.update(1)
-                stop = max_steps is not None and state.step >= max_steps
-                due = checkpoint_every is not None and state.step % checkpoint_every == 0
-                if len(pending) >= SYNC_EVERY or stop or due:
-                    sync()
-                if path is not None and (due or stop):
-                    state.partial = sums.state()
-                    state.elapsed = time.perf_counter() - epoch_start
-                    _save_checkpoint(path, model, optimizer, scheduler, scaler, train_data,
-                                     history, state, epoch_rng)
-                if stop:
-                    done = True
-                    break
-            if done:
-                break
-
-            sync()
-            loss_sum, correct, count = sums.totals()
-            history.train_loss.append(loss_sum / max(count, 1))
-            history.train_acc.append(correct / max(count, 1) if sums.classifying else math.nan)
-            if val_data is not None:
-                val_loss, val_acc = evaluate(model, val_data, device=device,
-                                             loss_fn=loss_fn, mixed=mixed)
-                history.val_loss.append(val_loss)
-                history.val_acc.append(val_acc)
-            if scheduler is not None and _plateau(scheduler):
-                scheduler.step(history.val_loss[-1] if val_data is not None
-                               else history.train_loss[-1])
-            elif scheduler is not None and scheduler_step == "epoch":
-                scheduler.step()
-            history.lr.append(float(optimizer.param_groups[0]["lr"]))
-            history.epoch_time.append(time.perf_counter() - epoch_start)
-            state.epoch += 1
-            state.batch = 0
-            state.elapsed = 0.0
-            state.partial = None
-            if bar is not None:
-                bar.set_postfix_str(_postfix(state, history, None), refresh=True)
-            if path is not None:
-                _save_checkpoint(path, model, optimizer, scheduler, scaler, train_data,
-                                 history, state, None)
-            done = state.epoch >= epochs
+        while run.position.epoch < epochs and not _max_steps_done(run):
+            for x, y in _start_epoch(run):
+                _train_step(run, x, y)
+                if _after_step(run):  # read losses back, save when due; True at max_steps
+                    return run.history
+            _end_of_epoch(run)
     finally:
-        if bar is not None:
-            bar.close()
-    return history
+        if run.bar is not None:
+            run.bar.close()
+    return run.history
+
+
+def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One optimizer step on one batch: forward pass, loss, backward pass, update."""
+    x = x.to(run.device, non_blocking=True)
+    y = y.to(run.device, non_blocking=True)
+    if run.channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with run.prec.autocast():
+        out = run.net(x)
+        loss = run.loss_fn(out, y)
+    if loss.dim() != 0:
+        raise ValueError(f"fit: loss_fn must return a scalar, got shape {tuple(loss.shape)}")
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if run.grad_clip is not None:
+        run.scaler.unscale_(run.optimizer)
+        nn.utils.clip_grad_norm_(run.model.parameters(), run.grad_clip)
+    run.guard.step(loss.detach(), run.position)  # the update, unless the loss is not finite
+    run.scaler.update()
+    if run.scheduler is not None and run.scheduler_step == "step" \
+            and not _plateau(run.scheduler):
+        run.scheduler.step()
+    run.sums.add(loss.detach(), out.detach(), y)
+    run.pending.append(loss.detach().float())
+    run.position.step += 1
+    run.position.batch += 1
+
+
+def _end_of_epoch(run: _Run) -> None:
+    """Record the epoch's loss and accuracy, validate, step a per-epoch scheduler, save."""
+    history, position, scheduler = run.history, run.position, run.scheduler
+    _read_losses(run)
+    loss_sum, correct, count = run.sums.totals()
+    history.train_loss.append(loss_sum / max(count, 1))
+    history.train_acc.append(correct / max(count, 1) if run.sums.classifying else math.nan)
+    if run.val_data is not None:
+        val_loss, val_acc = evaluate(run.model, run.val_data, device=run.device,
+                                     loss_fn=run.loss_fn, mixed=run.mixed)
+        history.val_loss.append(val_loss)
+        history.val_acc.append(val_acc)
+    if scheduler is not None and _plateau(scheduler):
+        scheduler.step(history.val_loss[-1] if run.val_data is not None
+                       else history.train_loss[-1])
+    elif scheduler is not None and run.scheduler_step == "epoch":
+        scheduler.step()
+    history.lr.append(float(run.optimizer.param_groups[0]["lr"]))
+    history.epoch_time.append(time.perf_counter() - run.epoch_start)
+    position.epoch += 1
+    position.batch = 0
+    position.elapsed = 0.0
+    position.partial = None
+    if run.bar is not None:
+        run.bar.set_postfix_str(_postfix(position, history, None), refresh=True)
+    if run.path is not None:
+        _save(run, epoch_rng=None)
 
 
 # ------------------------------------------------------------------ evaluation
@@ -330,22 +283,210 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor,
 
 # ------------------------------------------------------------------ internals
 
+class _FiniteGuard:
+    """Applies the optimizer step only while the loss is a finite number.
+
+    Checking a loss on the host makes the host wait for the device. On a CPU that is
+    free, so every step's loss is checked before its update and the error is raised
+    at once. On CUDA the wait stalls the GPU at every step, so where the optimizer can
+    skip its own update on the device (torch's fused Adam, AdamW, SGD, ...: the
+    `found_inf` tensor GradScaler hands them), no read-back is needed: a flag that
+    turns on at the first non-finite loss and stays on goes to the optimizer, which
+    then changes nothing, and the error is raised when the losses are next read back
+    (every SYNC_EVERY steps), naming the first bad step; the weights are those from
+    before it. Other optimizers on CUDA, and float16 with a GradScaler (which already
+    waits every step for a non-fused optimizer), get the per-step check, done after
+    the backward pass so the GPU has the work queued. Under torch.distributed the flag
+    is summed over all processes, so that every process stops at the same step.
+    """
+
+    def __init__(self, device: torch.device, optimizer: torch.optim.Optimizer,
+                 scaler: torch.amp.GradScaler, mixed: bool):
+        self.optimizer, self.scaler, self.mixed = optimizer, scaler, mixed
+        self.found_inf = None  # float32 (1,) on the device when the update skips there
+        if _skips_on_device(device, optimizer, scaler):
+            self.found_inf = torch.zeros(1, dtype=torch.float32, device=device)
+
+    def step(self, loss: torch.Tensor, position: Position) -> None:
+        bad = (~torch.isfinite(loss)).float().reshape(1)
+        if distributed.is_distributed():
+            bad = distributed.all_reduce_sum(bad)
+        if self.found_inf is None:
+            if bad.item():  # waits for the device
+                value = loss.item()
+                raise _non_finite_error(None if math.isfinite(value) else value,
+                                        position.step + 1, position.epoch,
+                                        self.optimizer, self.mixed)
+            self.scaler.step(self.optimizer)
+            return
+        torch.maximum(self.found_inf, bad.clamp(max=1), out=self.found_inf)
+        self.optimizer.found_inf, self.optimizer.grad_scale = self.found_inf, None
+        try:
+            self.optimizer.step()
+        finally:
+            del self.optimizer.found_inf, self.optimizer.grad_scale
+
+
+def _skips_on_device(device: torch.device, optimizer: torch.optim.Optimizer,
+                     scaler: torch.amp.GradScaler) -> bool:
+    return (device.type == "cuda" and not scaler.is_enabled()
+            and getattr(optimizer, "_step_supports_amp_scaling", False))
+
+
+def _non_finite_error(value: float | None, step: int, epoch: int,
+                      optimizer: torch.optim.Optimizer, mixed: bool) -> NonFiniteLossError:
+    # value None: this process's loss was finite, another process's was not.
+    became = f"became {value}" if value is not None else \
+        "became NaN or infinite in another process"
+    lr = optimizer.param_groups[0]["lr"]
+    hint = "turn mixed precision off (mixed=False), " if mixed else ""
+    return NonFiniteLossError(
+        f"the training loss {became} at step {step} (epoch {epoch + 1}); the optimizer did "
+        f"not apply it. Try a lower learning rate (now {lr:g}), check that the inputs are "
+        f"normalised (mean about 0, std about 1), {hint}or clip gradients (grad_clip=1.0).")
+
+
 @dataclass
-class _RunState:
-    epoch: int = 0          # epochs completed
-    batch: int = 0          # batches done in the current epoch
-    step: int = 0           # optimizer steps in total
-    elapsed: float = 0.0    # seconds spent on the current epoch before a checkpoint
-    partial: list | None = None  # loss sum, correct, count of the unfinished epoch
+class _Run:
+    """Everything one call of `fit` works with, set up by `_start_run`."""
+
+    model: nn.Module
+    net: nn.Module  # the model as called: wrapped for DDP and torch.compile
+    data: Iterable
+    val_data: Iterable | None
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scheduler_step: str
+    loss_fn: Callable
+    device: torch.device
+    prec: Precision
+    mixed: bool
+    channels_last: bool
+    scaler: torch.amp.GradScaler
+    guard: _FiniteGuard
+    grad_clip: float | None
+    path: Path | None
+    checkpoint_every: int | None
+    max_steps: int | None
+    history: History
+    position: Position
+    saved: dict | None  # the checkpoint resumed from, until its epoch has started
+    bar: object = None
+    # The current epoch: sums kept on the device, step losses not yet read back, the
+    # random state at its start, and its start time.
+    sums: _Sums | None = None
+    pending: list[torch.Tensor] = field(default_factory=list)
+    epoch_rng: dict | None = None
+    epoch_start: float = 0.0
+
+
+def _start_run(model: nn.Module, data: Iterable, *, val_data, optimizer, scheduler,
+               scheduler_step, loss_fn, device, mixed, channels_last, compile, seed,
+               checkpoint, checkpoint_every, resume, max_steps, grad_clip) -> _Run:
+    """Pick the device and precision, seed, move the model, resume from a checkpoint,
+    and wrap the model for DistributedDataParallel and torch.compile."""
+    is_distributed = distributed.setup()
+    device = distributed.default_device() if device is None else torch.device(device)
+    prec = precision(device, mixed)
+    if seed is not None:
+        seed_everything(seed)
+        if isinstance(data, GPULoader):
+            data.manual_seed(seed)
+    if channels_last is None:
+        channels_last = device.type == "cuda" and any(
+            isinstance(m, nn.Conv2d) for m in model.modules())
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(device=device, memory_format=memory_format)
+    scaler = prec.scaler()
+    path = Path(checkpoint) if checkpoint is not None else None
+    history, position, saved = History(), Position(), None
+    if path is not None and resume and path.exists():
+        saved = restore_training(path, model, optimizer, scheduler, scaler, data)
+        history = History.from_dict(saved["history"])
+        position = Position(**saved["position"])
+    net = model
+    if is_distributed:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if compile:
+        net = torch.compile(net)
+    return _Run(
+        model=model, net=net, data=data, val_data=val_data, optimizer=optimizer,
+        scheduler=scheduler, scheduler_step=scheduler_step,
+        loss_fn=F.cross_entropy if loss_fn is None else loss_fn, device=device, prec=prec,
+        mixed=mixed, channels_last=channels_last, scaler=scaler,
+        guard=_FiniteGuard(device, optimizer, scaler, mixed=prec.dtype is not None),
+        grad_clip=grad_clip, path=path, checkpoint_every=checkpoint_every,
+        max_steps=max_steps, history=history, position=position, saved=saved)
+
+
+def _start_epoch(run: _Run) -> Iterator:
+    """This epoch's batches (from where a checkpoint left off), with fresh sums."""
+    run.net.train()
+    sampler = getattr(run.data, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(run.position.epoch)
+    batches, run.epoch_rng = epoch_batches(run.data, run.position, run.saved)
+    run.saved = None
+    run.epoch_start = time.perf_counter() - run.position.elapsed
+    run.sums = _Sums(run.device, run.position.partial)
+    run.pending = []
+    return batches
+
+
+def _after_step(run: _Run) -> bool:
+    """Read the losses back and save a checkpoint when due; True once max_steps are done."""
+    position = run.position
+    if run.bar is not None:
+        run.bar.update(1)
+    stop = _max_steps_done(run)
+    due = run.checkpoint_every is not None and position.step % run.checkpoint_every == 0
+    if len(run.pending) >= SYNC_EVERY or stop or due:
+        _read_losses(run)
+    if run.path is not None and (due or stop):
+        position.partial = run.sums.state()
+        position.elapsed = time.perf_counter() - run.epoch_start
+        _save(run, epoch_rng=run.epoch_rng)
+    return stop
+
+
+def _max_steps_done(run: _Run) -> bool:
+    return run.max_steps is not None and run.position.step >= run.max_steps
+
+
+def _read_losses(run: _Run) -> None:
+    """Read the pending step losses back (one wait for the device), record them, and
+    stop if one is not a finite number."""
+    flag = [] if run.guard.found_inf is None else [run.guard.found_inf[0]]
+    if run.pending:
+        read = torch.stack(run.pending + flag).tolist()  # one wait
+        values = read[:len(run.pending)]
+        first = run.position.step - len(values) + 1
+        for offset, value in enumerate(values):
+            if not math.isfinite(value):
+                raise _non_finite_error(value, first + offset, run.position.epoch,
+                                        run.optimizer, run.guard.mixed)
+        if flag and read[-1] > 0:  # not finite in another process
+            raise _non_finite_error(None, first, run.position.epoch, run.optimizer,
+                                    run.guard.mixed)
+        run.history.step_loss.extend(values)
+        run.pending.clear()
+    if run.bar is not None:
+        run.bar.set_postfix_str(_postfix(run.position, run.history, run.sums), refresh=False)
+
+
+def _save(run: _Run, epoch_rng: dict | None) -> None:
+    save_training(run.path, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler,
+                  scaler=run.scaler, data=run.data, history=run.history.to_dict(),
+                  position=run.position, epoch_rng=epoch_rng)
 
 
 class _Sums:
     """Loss and correct predictions summed on the device (no waiting on a GPU), and the
     sample count on the host."""
 
-    def __init__(self, device: torch.device, state: _RunState | None):
-        loss_sum, correct, count = state.partial if state is not None and state.partial \
-            else (0.0, 0.0, 0)
+    def __init__(self, device: torch.device, partial: list | None = None):
+        loss_sum, correct, count = partial if partial else (0.0, 0.0, 0)
         self.loss_sum = torch.tensor(loss_sum, dtype=torch.float64, device=device)
         self.correct = torch.tensor(correct, dtype=torch.float64, device=device)
         self.count = int(count)
@@ -361,7 +502,8 @@ class _Sums:
         self.count += n
 
     def state(self) -> list:
-        return [self.loss_sum.item(), self.correct.item(), self.count]
+        loss_sum, correct = torch.stack([self.loss_sum, self.correct]).tolist()  # one wait
+        return [loss_sum, correct, self.count]
 
     def totals(self) -> tuple[float, float, int]:
         values = torch.stack([self.loss_sum, self.correct,
@@ -369,107 +511,6 @@ class _Sums:
                                            device=self.loss_sum.device)])
         loss_sum, correct, count = distributed.all_reduce_sum(values).tolist()
         return loss_sum, correct, int(count)
-
-
-def _flush(pending: list[torch.Tensor], history: History, state: _RunState,
-           optimizer: torch.optim.Optimizer, *, mixed: bool) -> None:
-    """Read the pending step losses back and stop if one is not a finite number."""
-    if not pending:
-        return
-    values = torch.stack(pending).tolist()
-    first = state.step - len(values) + 1
-    for offset, value in enumerate(values):
-        if not math.isfinite(value):
-            lr = optimizer.param_groups[0]["lr"]
-            hint = "turn mixed precision off (mixed=False), " if mixed else ""
-            raise NonFiniteLossError(
-                f"the training loss became {value} at step {first + offset} (epoch "
-                f"{state.epoch + 1}). Try a lower learning rate (now {lr:g}), check that the "
-                f"inputs are normalised (mean about 0, std about 1), {hint}or clip "
-                f"gradients (grad_clip=1.0).")
-    history.step_loss.extend(values)
-    pending.clear()
-
-
-def _epoch_iterator(data, state: _RunState, saved: dict | None):
-    """This epoch's batches, positioned where a checkpoint left off, and the random
-    state at the epoch's start (which a checkpoint of a generic loader needs)."""
-    if isinstance(data, GPULoader):
-        return iter(data), None  # the loader's own state_dict carries the position
-    if saved is None or state.batch == 0:
-        epoch_rng = _rng_state()
-        return iter(data), epoch_rng
-    # A generic loader cannot jump: restore the random state of the epoch's start,
-    # replay the batches already trained on, then restore the state at the checkpoint.
-    _set_rng_state(saved["epoch_rng"])
-    iterator = iter(data)
-    for _ in range(state.batch):
-        next(iterator)
-    _set_rng_state(saved["rng"])
-    return iterator, saved["epoch_rng"]
-
-
-def _rng_state() -> dict:
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "python": random.getstate(),
-        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
-                  int(np_state[2]), int(np_state[3]), float(np_state[4])),
-    }
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    random.setstate(state["python"])
-    name, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-
-
-def _save_checkpoint(path: Path, model, optimizer, scheduler, scaler, data,
-                     history: History, state: _RunState, epoch_rng: dict | None) -> None:
-    if not distributed.is_main():
-        return
-    payload = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "scaler": scaler.state_dict(),
-        "rng": _rng_state(),
-        "epoch_rng": epoch_rng,
-        "loader": data.state_dict() if isinstance(data, GPULoader) else None,
-        "position": asdict(state),
-        "history": history.to_dict(),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _load_checkpoint(path: Path, model, optimizer, scheduler, scaler, data) -> dict:
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    try:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as err:
-        raise ValueError(f"fit: checkpoint {path} does not match this model or optimizer "
-                         f"({err}). Delete it, pass another path, or resume=False.") from err
-    if scheduler is not None and saved["scheduler"] is not None:
-        scheduler.load_state_dict(saved["scheduler"])
-    if saved["scaler"]:
-        scaler.load_state_dict(saved["scaler"])
-    if isinstance(data, GPULoader) and saved["loader"] is not None:
-        data.load_state_dict(saved["loader"])
-    _set_rng_state(saved["rng"])
-    return saved
 
 
 def _check_fit_args(model, optimizer, epochs, checkpoint_every, max_steps, scheduler_step):
@@ -513,7 +554,7 @@ def _progress_bar(progress: bool, epochs: int, steps_per_epoch: int | None, done
     return tqdm(total=total, initial=done, unit="step", dynamic_ncols=True)
 
 
-def _postfix(state: _RunState, history: History, sums: _Sums | None) -> str:
+def _postfix(state: Position, history: History, sums: _Sums | None) -> str:
     text = f"epoch {state.epoch + 1 if sums is not None else state.epoch}"
     if history.step_loss:
         text += f" loss {history.step_loss[-1]:.4f}"

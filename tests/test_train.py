@@ -1,44 +1,22 @@
-"""fit, evaluate, predict: against hand-written loops, exact repeats with a seed, exact
-resumes from checkpoints, atomic checkpoint writes, the non-finite-loss stop."""
+"""fit, evaluate, predict: against hand-written loops, exact repeats with a seed, the
+non-finite-loss stop, fit's length. Checkpoints and resuming: test_checkpoint.py."""
 from __future__ import annotations
 
+import inspect
 import math
+import re
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from labcode.checkpoint import load_checkpoint
 from labcode.data import GPULoader
-from labcode.train import (
-    History, NonFiniteLossError, evaluate, fit, predict, seed_everything, topk_accuracy,
-)
+from labcode.train import History, NonFiniteLossError, evaluate, fit, predict, topk_accuracy
+from tiny_training import assert_same_weights, params, run, tiny_cnn, toy_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def tiny_cnn(dropout: float = 0.0) -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * 4 * 4, 3))
-
-
-def toy_data(n=48, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 1, 8, 8), generator=g, dtype=torch.uint8)
-    labels = torch.randint(0, 3, (n,), generator=g)
-    return images, labels
-
-
-def params(model):
-    return [p.detach().clone() for p in model.parameters()]
-
-
-def assert_same_weights(a, b):
-    pa, pb = params(a), params(b)
-    assert len(pa) == len(pb)
-    for x, y in zip(pa, pb):
-        assert torch.equal(x, y)
 
 
 def test_fit_equals_a_hand_written_loop():
@@ -65,27 +43,6 @@ def test_fit_equals_a_hand_written_loop():
     assert history.epochs == 2 and len(history.train_acc) == 2
 
 
-def run(seed=0, *, epochs=3, checkpoint=None, max_steps=None, checkpoint_every=None,
-        loss_fn=None, data="gpu", dropout=0.3):
-    """A run with augmentation, dropout, Adam and a per-step scheduler: every source of
-    randomness and every piece of state a resume has to restore."""
-    images, labels = toy_data()
-    seed_everything(seed)
-    model = tiny_cnn(dropout)
-    if data == "gpu":
-        train = GPULoader(images, labels, 10, augment="crop_flip", pad=1, device="cpu")
-    else:
-        dataset = torch.utils.data.TensorDataset(images.float() / 255, labels)
-        train = torch.utils.data.DataLoader(dataset, batch_size=10, shuffle=True)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-2,
-                                                    total_steps=epochs * len(train))
-    history = fit(model, train, epochs=epochs, optimizer=optimizer, scheduler=scheduler,
-                  device="cpu", seed=seed, checkpoint=checkpoint, max_steps=max_steps,
-                  checkpoint_every=checkpoint_every, loss_fn=loss_fn, progress=False)
-    return model, history
-
-
 def test_a_seed_repeats_a_cpu_run_exactly():
     a, ha = run(seed=1)
     b, hb = run(seed=1)
@@ -93,69 +50,6 @@ def test_a_seed_repeats_a_cpu_run_exactly():
     assert_same_weights(a, b)
     assert ha.step_loss == hb.step_loss
     assert not all(torch.equal(x, y) for x, y in zip(params(a), params(c)))
-
-
-@pytest.mark.parametrize("stop_at", [7, 10])   # mid-epoch, and exactly at an epoch's end
-def test_resume_after_max_steps_ends_with_the_same_weights(tmp_path, stop_at):
-    whole, history = run()
-    path = tmp_path / "run.pt"
-    stopped, partial = run(checkpoint=path, max_steps=stop_at)
-    assert len(partial.step_loss) == stop_at
-    resumed, history2 = run(checkpoint=path)
-    assert_same_weights(whole, resumed)
-    assert history2.step_loss == history.step_loss
-    assert history2.train_loss == pytest.approx(history.train_loss, rel=1e-12)
-    assert history2.train_acc == history.train_acc
-
-
-@pytest.mark.parametrize("data", ["gpu", "dataloader"])
-def test_resume_after_a_crash_mid_epoch_ends_with_the_same_weights(tmp_path, data):
-    whole, history = run(data=data)
-    path = tmp_path / "run.pt"
-    calls = {"n": 0}
-
-    def crashing_loss(out, y):
-        calls["n"] += 1
-        if calls["n"] == 8:          # step-checkpoints at 3 and 6; epochs of 5 steps
-            raise KeyboardInterrupt("simulated crash")
-        return F.cross_entropy(out, y)
-
-    with pytest.raises(KeyboardInterrupt):
-        run(data=data, checkpoint=path, checkpoint_every=3, loss_fn=crashing_loss)
-    saved = torch.load(path, weights_only=True)
-    assert saved["position"]["step"] == 6 and saved["position"]["batch"] == 1
-    resumed, history2 = run(data=data, checkpoint=path, checkpoint_every=3)
-    assert_same_weights(whole, resumed)
-    assert history2.step_loss == history.step_loss
-
-
-def test_a_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch):
-    path = tmp_path / "run.pt"
-    run(epochs=2, checkpoint=path, max_steps=5)
-    before = path.read_bytes()
-    real_save = torch.save
-
-    def broken_save(obj, f, *args, **kwargs):
-        with open(f, "wb") as out:
-            out.write(b"half a checkpoint")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
-        run(epochs=2, checkpoint=path)
-    monkeypatch.setattr(torch, "save", real_save)
-    assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt"]
-
-
-def test_a_checkpoint_of_another_model_is_refused(tmp_path):
-    path = tmp_path / "run.pt"
-    run(epochs=1, checkpoint=path)
-    other = nn.Linear(64, 3)
-    with pytest.raises(ValueError, match="does not match"):
-        fit(other, [(torch.zeros(2, 64), torch.zeros(2, dtype=torch.long))], epochs=2,
-            optimizer=torch.optim.SGD(other.parameters(), lr=0.1), checkpoint=path,
-            device="cpu", progress=False)
 
 
 def test_a_nan_loss_stops_with_the_step_named():
@@ -173,6 +67,69 @@ def test_a_nan_loss_stops_with_the_step_named():
         fit(model, batches, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
             loss_fn=loss_fn, device="cpu", progress=False)
     assert "lower learning rate" in str(info.value) and "normalised" in str(info.value)
+
+
+def deep_linear() -> nn.Module:
+    # Three linear layers and no activation: with lr=1e6 the weights grow so fast that
+    # the loss of step 3 is NaN while the weights it was computed from are finite.
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Linear(16, 16), nn.Linear(16, 3))
+
+
+def diverge(optimizer_kwargs=None, device="cpu"):
+    """Train deep_linear with lr=1e6 until the loss is NaN; the error, the model, and
+    the weights each step's loss was computed from."""
+    images, labels = toy_data()
+    batches = [(images[i:i + 8].float() / 255, labels[i:i + 8]) for i in range(0, 48, 8)]
+    model = deep_linear()
+    seen = []
+
+    def loss_fn(out, y):
+        seen.append(params(model))
+        return F.cross_entropy(out, y)
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e6, **(optimizer_kwargs or {}))
+    with pytest.raises(NonFiniteLossError) as info:
+        fit(model, batches, epochs=5, optimizer=optimizer, loss_fn=loss_fn, device=device,
+            progress=False)
+    return info.value, model, seen
+
+
+def test_a_nan_loss_stops_training_before_the_optimizer_applies_it():
+    error, model, seen = diverge()
+    assert "at step 3" in str(error)
+    assert len(seen) == 3                                # no step ran after the bad one
+    assert all(torch.isfinite(p).all() for p in seen[2])
+    for now, before in zip(params(model), seen[2]):      # the bad update was not applied
+        assert torch.equal(now, before)
+
+
+def test_the_device_side_skip_keeps_the_weights_of_the_last_good_step(monkeypatch):
+    # What fit does on CUDA with a fused optimizer, run here on the CPU: the update is
+    # skipped on the device from the first NaN on, and the error comes at the next
+    # read-back (the epoch's end), naming the first bad step.
+    import labcode.train as train_module
+    monkeypatch.setattr(train_module, "_skips_on_device", lambda *args: True)
+    error, model, seen = diverge(dict(fused=True))
+    assert "at step 3" in str(error) and "epoch 1" in str(error)
+    assert len(seen) == 6                                # ran on to the read-back
+    assert all(torch.isfinite(p).all() for p in seen[2])
+    for now, before in zip(params(model), seen[2]):
+        assert torch.equal(now, before)
+
+
+@pytest.mark.gpu
+def test_on_cuda_a_fused_optimizer_skips_the_bad_update_without_waiting():
+    error, model, seen = diverge(dict(fused=True), device="cuda")
+    step = int(re.search(r"at step (\d+)", str(error)).group(1))
+    assert all(torch.isfinite(p).all() for p in seen[step - 1])
+    for now, before in zip(params(model), seen[step - 1]):
+        assert torch.equal(now, before)
+
+
+def test_fit_stays_short_enough_to_read():
+    lines, _ = inspect.getsourcelines(fit)
+    assert len(lines) <= 60, f"fit is {len(lines)} lines; move work into its helpers"
 
 
 @pytest.mark.parametrize("kwargs, error, words", [
@@ -259,7 +216,7 @@ def test_float16_with_gradient_scaler_trains_and_resumes(tmp_path, monkeypatch):
         history = fit(model, train, epochs=2, progress=False, checkpoint=path,
                       max_steps=max_steps,
                       optimizer=torch.optim.SGD(model.parameters(), lr=0.05))
-    saved = torch.load(path, weights_only=True)
+    saved = load_checkpoint(path)
     assert saved["scaler"]["scale"] > 0 and saved["position"]["step"] == 16
     assert all(math.isfinite(v) for v in history.step_loss) and len(history.step_loss) == 16
 
