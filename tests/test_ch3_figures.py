@@ -22,7 +22,10 @@ from hypothesis import strategies as st  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from labcode.figures import ch3  # noqa: E402
-from labcode.models.vit import EncoderBlock, ViTConfig, VisionTransformer, vit_small  # noqa: E402
+from labcode.models.vit import SIZES, EncoderBlock, ViTConfig, VisionTransformer, vit_small  # noqa: E402
+from paper_tables import VIT_B_16_GMACS_224  # noqa: E402  (tests/paper_tables.py)
+
+BASE = SIZES["ViT-Base"]  # the model's own configuration: D = 768, MLP 3072, 12 blocks
 
 
 @pytest.fixture(autouse=True)
@@ -291,7 +294,7 @@ def test_explorer_report_matches_the_model_and_updates_with_the_slider(p):
     report = patch_report(224, p)
     assert report["tokens"] == config.seq_length
     assert report["attention_entries"] == config.seq_length ** 2
-    assert report["block_macs"] == ch3.encoder_block_macs(config.seq_length, 768, 3072)["total"]
+    assert report["block_macs"] == ch3.encoder_block_macs(config.seq_length, BASE.hidden_dim, BASE.mlp_dim)["total"]
     assert f"{config.seq_length:,} tokens" in explorer.label.value
     fig = explorer.figure()
     g = 224 // p
@@ -310,6 +313,6 @@ def test_explorer_rejects_a_patch_size_that_does_not_tile():
 
 def test_vit_b16_cost_matches_the_paper_order_of_magnitude():
     # 12 blocks of ViT-B/16 at 224 px plus the patch embedding: the paper's ~17.6 G multiply-adds
-    per_block = ch3.encoder_block_macs(197, 768, 3072)["total"]
-    total = 12 * per_block + 196 * 768 * 3 * 16 * 16
-    assert math.isclose(total / 1e9, 17.6, rel_tol=0.01)
+    per_block = ch3.encoder_block_macs(197, BASE.hidden_dim, BASE.mlp_dim)["total"]
+    total = BASE.num_layers * per_block + 196 * BASE.hidden_dim * 3 * 16 * 16
+    assert math.isclose(total / 1e9, VIT_B_16_GMACS_224, rel_tol=0.01)

@@ -6,6 +6,13 @@ from torch import nn
 
 from labcode.flops import Counts, count, format_table, layer_table
 from labcode.models.alexnet import alexnet, alexnet2012
+from paper_tables import (  # tests/paper_tables.py
+    ALEXNET_2012_PARAMS,
+    ALEXNET_PARAMS,
+    EFFICIENTNET_V2_PARAMS,
+    EFFICIENTNET_V2_S_GMACS_384,
+    VIT_PARAMS,
+)
 
 
 def _conv_macs(c_in, c_out, k, out_hw, groups=1):
@@ -20,7 +27,7 @@ def paper_net():
 
 def test_alexnet2012_table_adds_up_to_the_paper(paper_net):
     rows = layer_table(paper_net, (3, 227, 227))
-    assert sum(r.params for r in rows) == 60_965_224  # FACTS.md
+    assert sum(r.params for r in rows) == ALEXNET_2012_PARAMS
     # hand count: conv MACs = H_out * W_out * C_out * (C_in / groups) * k * k, FC = in * out
     expected = (
         _conv_macs(3, 96, 11, 55)
@@ -33,14 +40,14 @@ def test_alexnet2012_table_adds_up_to_the_paper(paper_net):
         + 4096 * 1000
     )
     assert sum(r.macs for r in rows) == expected
-    assert count(paper_net, (3, 227, 227)) == Counts(params=60_965_224, macs=expected)
+    assert count(paper_net, (3, 227, 227)) == Counts(params=ALEXNET_2012_PARAMS, macs=expected)
     convs = [r for r in rows if r.type == "Conv2d"]
     assert [r.output_shape for r in convs] == [
         (1, 96, 55, 55), (1, 256, 27, 27), (1, 384, 13, 13), (1, 384, 13, 13), (1, 256, 13, 13),
     ]
     assert convs[0].name == "features.0" and convs[0].params == 96 * 3 * 11 * 11 + 96
     text = format_table(rows)
-    assert "60,965,224" in text and f"{expected:,}" in text and "LocalResponseNorm" in text
+    assert f"{ALEXNET_2012_PARAMS:,}" in text and f"{expected:,}" in text and "LocalResponseNorm" in text
 
 
 def test_alexnet_matches_torchvision_metadata():
@@ -48,7 +55,7 @@ def test_alexnet_matches_torchvision_metadata():
     with torch.device("meta"):  # shapes are all the counter needs: no memory, no init
         model = alexnet()
     counts = count(model, (1, 3, 224, 224))
-    assert counts.params == meta["num_params"] == 61_100_840
+    assert counts.params == meta["num_params"] == ALEXNET_PARAMS
     assert counts.macs / 1e9 == pytest.approx(meta["_ops"], rel=1e-3)  # 0.714 G
     assert counts.flops == 2 * counts.macs
 
@@ -60,8 +67,8 @@ def test_efficientnet_v2_s_at_384_matches_torchvision_metadata():
     with torch.device("meta"):
         model = efficientnet_v2_s()
     counts = count(model, (3, 384, 384))
-    assert counts.params == 21_458_488
-    assert counts.macs / 1e9 == pytest.approx(8.37, rel=2e-3)  # FACTS.md
+    assert counts.params == EFFICIENTNET_V2_PARAMS["s"]
+    assert counts.macs / 1e9 == pytest.approx(EFFICIENTNET_V2_S_GMACS_384, rel=2e-3)
     assert counts.macs / 1e9 == pytest.approx(meta["_ops"], rel=1e-3)
 
 
@@ -134,7 +141,7 @@ def test_vit_b_16_matches_torchvision_metadata():
     with torch.device("meta"):
         vit = torchvision.models.vit_b_16()
     counts = count(vit, (3, 224, 224))
-    assert counts.params == meta["num_params"] == 86_567_656
+    assert counts.params == meta["num_params"] == VIT_PARAMS["vit_b_16"]
     assert counts.macs / 1e9 == pytest.approx(meta["_ops"], rel=1e-3)
 
 
@@ -146,4 +153,4 @@ def test_counts_on_cuda_equal_counts_on_cpu():
     )
     expected, _ = _vit_macs(32, 8, 2, 32, 64, 10)
     assert count(vit.cuda(), (3, 32, 32)).macs == expected
-    assert count(alexnet2012().cuda(), (3, 227, 227)).params == 60_965_224
+    assert count(alexnet2012().cuda(), (3, 227, 227)).params == ALEXNET_2012_PARAMS

@@ -8,10 +8,10 @@ from torchvision.models.vision_transformer import VisionTransformer as Torchvisi
 
 from labcode.layers.backend import set_backend
 from labcode.models.vit import TABLE_1, ViTConfig, VisionTransformer, vit_b_16, vit_b_32, vit_l_16, vit_config, vit_small
+from paper_tables import VIT_PARAMS, VIT_TABLE_1  # tests/paper_tables.py
 
 BUILDERS = {"vit_b_16": vit_b_16, "vit_b_32": vit_b_32, "vit_l_16": vit_l_16}
-# Parameter counts with 1000 classes, measured with torchvision 0.29.1 (shared/FACTS.md).
-PARAMS_1000 = {"vit_b_16": 86_567_656, "vit_b_32": 88_224_232, "vit_l_16": 304_326_632}
+PARAMS_1000 = VIT_PARAMS  # with 1000 classes, measured with torchvision 0.29.1
 
 
 def _count(model: torch.nn.Module) -> int:
@@ -166,6 +166,28 @@ def test_small_model_matches_torchvision_outputs_gradients_and_attention(backend
         torch.testing.assert_close(got.sum(-1), torch.ones(3, 4, 65, dtype=torch.float64))
 
 
+def test_encoder_returns_its_attention_maps_from_its_own_pass():
+    torch.manual_seed(0)
+    model = vit_small(num_layers=3).eval()
+    tokens = model.tokens(torch.randn(2, 1, 28, 28))  # (2, 17, 64)
+    with torch.no_grad():
+        out, maps = model.encoder(tokens, need_weights=True)
+        torch.testing.assert_close(out, model.encoder(tokens))  # same tokens with or without weights
+    assert len(maps) == 3 and all(m.shape == (2, 4, 17, 17) for m in maps)
+    # each block's map is what that block's attention computes on its own input
+    with torch.no_grad():
+        x = tokens + model.encoder.pos_embedding
+        for block, got in zip(model.encoder.layers, maps):
+            _, expected = block.self_attention(block.ln_1(x), need_weights=True)
+            torch.testing.assert_close(got, expected)
+            x = block(x)
+    # attention_maps asks the encoder (hooks on it fire) instead of repeating its forward pass
+    calls = []
+    model.encoder.register_forward_hook(lambda module, args, kwargs, output: calls.append(kwargs), with_kwargs=True)
+    model.attention_maps(torch.randn(2, 1, 28, 28))
+    assert calls == [{"need_weights": True}]
+
+
 def test_vit_small_scratch_equals_torch_in_output_and_gradient():
     torch.manual_seed(0)
     model = vit_small().double()
@@ -232,11 +254,10 @@ def test_dropout_active_only_in_training():
 
 
 def test_table_1_rows_and_configs():
-    assert [(r.model, r.num_layers, r.hidden_dim, r.mlp_dim, r.num_heads) for r in TABLE_1] == [
-        ("ViT-Base", 12, 768, 3072, 12), ("ViT-Large", 24, 1024, 4096, 16), ("ViT-Huge", 32, 1280, 5120, 16),
-    ]
+    assert [(r.model, r.num_layers, r.hidden_dim, r.mlp_dim, r.num_heads) for r in TABLE_1] == VIT_TABLE_1
     config = vit_config("ViT-Large", 16, num_classes=10)
-    assert (config.num_layers, config.hidden_dim, config.num_classes, config.seq_length) == (24, 1024, 10, 197)
+    _, layers, hidden, _, _ = VIT_TABLE_1[1]  # ViT-Large
+    assert (config.num_layers, config.hidden_dim, config.num_classes, config.seq_length) == (layers, hidden, 10, 197)
     with pytest.raises(ValueError, match=r"ViT-Base.*'ViT-Giant'"):
         vit_config("ViT-Giant", 14)
 

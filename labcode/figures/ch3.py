@@ -31,6 +31,9 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Rectangle
 
+from labcode.models.vit import SIZES
+
+VIT_BASE = SIZES["ViT-Base"]  # the paper's table 1 row the cost pictures use by default
 COLOURS = {"cnn": "#1f77b4", "vit": "#d62728"}
 
 
@@ -272,8 +275,8 @@ def encoder_block_macs(tokens: int, hidden_dim: int, mlp_dim: int) -> dict[str, 
     return parts
 
 
-def cost_table(image_sizes: Sequence[int], patch_size: int = 16, hidden_dim: int = 768,
-               mlp_dim: int = 3072) -> list[dict[str, int]]:
+def cost_table(image_sizes: Sequence[int], patch_size: int = 16, hidden_dim: int = VIT_BASE.hidden_dim,
+               mlp_dim: int = VIT_BASE.mlp_dim) -> list[dict[str, int]]:
     """For each image side: patches N, tokens N + 1, attention-matrix entries (N + 1)^2
     per head, and the multiply-adds of one encoder block (total and the n^2 part)."""
     p = _check_positive("cost_table", "patch_size", patch_size)

@@ -84,7 +84,7 @@ class MultiHeadSelfAttention(nn.Module, Switchable, ChecksInput):
         scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, h, N, N)
         return torch.softmax(scores, dim=-1)
 
-    def forward(self, x: torch.Tensor, need_weights: bool = False):
+    def forward(self, x: torch.Tensor, need_weights: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Attend from every token to every token.
 
         Args:

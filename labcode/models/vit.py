@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, replace
+from typing import Literal, overload
 
 import torch
 from torch import nn
@@ -117,7 +118,13 @@ class EncoderBlock(nn.Module):
         self.ln_2 = nn.LayerNorm(hidden_dim, eps=1e-6)
         self.mlp = MLPBlock(hidden_dim, mlp_dim, dropout)
 
-    def forward(self, x: torch.Tensor, need_weights: bool = False):
+    @overload
+    def forward(self, x: torch.Tensor, need_weights: Literal[False] = ...) -> torch.Tensor: ...
+    @overload
+    def forward(self, x: torch.Tensor, need_weights: Literal[True]) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def forward(self, x: torch.Tensor,
+                need_weights: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """(B, N+1, D) -> (B, N+1, D); with need_weights, also the attention (B, h, N+1, N+1)."""
         y = self.ln_1(x)  # (B, N+1, D)
         if need_weights:
@@ -149,11 +156,28 @@ class Encoder(nn.Module):
         ))
         self.ln = nn.LayerNorm(config.hidden_dim, eps=1e-6)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @overload
+    def forward(self, x: torch.Tensor, need_weights: Literal[False] = ...) -> torch.Tensor: ...
+    @overload
+    def forward(self, x: torch.Tensor, need_weights: Literal[True]) -> tuple[torch.Tensor, list[torch.Tensor]]: ...
+
+    def forward(self, x: torch.Tensor,
+                need_weights: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Tokens (B, N+1, D) -> (B, N+1, D); with need_weights, also every block's attention.
+
+        The attention weights come as a list with one (B, h, N+1, N+1) tensor per block.
+        """
         x = x + self.pos_embedding  # (B, N+1, D)
         x = self.dropout(x)
-        x = self.layers(x)  # (B, N+1, D)
-        return self.ln(x)  # (B, N+1, D)
+        maps = []
+        for block in self.layers:
+            if need_weights:
+                x, weights = block(x, need_weights=True)  # (B, N+1, D), (B, h, N+1, N+1)
+                maps.append(weights)
+            else:
+                x = block(x)  # (B, N+1, D)
+        x = self.ln(x)  # (B, N+1, D)
+        return (x, maps) if need_weights else x
 
 
 class VisionTransformer(nn.Module):
@@ -229,12 +253,7 @@ class VisionTransformer(nn.Module):
             token, then the patches in row-major order. Each row sums to 1.
         """
         x = self.tokens(images)  # (B, N+1, D)
-        x = x + self.encoder.pos_embedding  # (B, N+1, D)
-        x = self.encoder.dropout(x)
-        maps = []
-        for block in self.encoder.layers:
-            x, weights = block(x, need_weights=True)  # (B, N+1, D), (B, h, N+1, N+1)
-            maps.append(weights)
+        _, maps = self.encoder(x, need_weights=True)  # the encoder's own pass, weights kept
         return maps
 
     @torch.no_grad()
