@@ -1,5 +1,6 @@
 """Tests for labcode.checks: every check accepts the reference, calls a stub "not attempted",
 rejects written-out wrong answers with the right hint, and handles misbehaving code."""
+import dataclasses
 import sys
 import threading
 from pathlib import Path
@@ -29,9 +30,14 @@ def test_every_check_has_a_public_function_and_wrong_answers():
         assert len(wa.WRONG_ANSWERS[name]) >= 2, name
 
 
+def with_nothing_forbidden(name):
+    """The exercise with nothing forbidden: the answer key (built on torch's ops) must pass."""
+    return dataclasses.replace(check.EXERCISES[name], forbidden=[], forbid_answer_key=False)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_reference_passes(name, capsys):
-    result = getattr(check, name)(getattr(answers, name), points=2)
+    result = core.run_check(with_nothing_forbidden(name), getattr(answers, name), points=2)
     assert result.passed and result.attempted, result.message
     assert result.points == 2 and result.cases_passed == result.cases_total > 0
     assert capsys.readouterr().out.strip() == f"✅ {name}: passed {result.cases_total} cases"
@@ -57,6 +63,94 @@ def test_wrong_answer_is_rejected_with_its_hint(name, index):
 def test_a_correct_answer_written_differently_passes():
     for name, fn in wa.RIGHT_ANSWERS.items():
         assert getattr(check, name)(fn, verbose=False).passed
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_check_accepts_an_independently_written_answer(name):
+    assert name in wa.RIGHT_ANSWERS, f"tests/fixtures/exercises/wrong_answers.py has no correct answer for {name}"
+    result = getattr(check, name)(wa.RIGHT_ANSWERS[name], verbose=False)
+    assert result.passed, result.message
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_answer_key_itself_is_refused(name):
+    result = getattr(check, name)(getattr(answers, name), verbose=False)
+    assert not result.passed and "forbids" in result.message and "labcode.checks.answers" in result.message
+
+
+BORROWED = [  # (exercise, function, words): labcode's or torch's answer, passed, wrapped or named
+    ("conv2d", lambda: torch.nn.functional.conv2d, "is torch.nn.functional.conv2d"),
+    ("conv2d", lambda: wa.conv2d_via_labcode, "labcode.functional.conv2d"),
+    ("conv2d", lambda: wa.conv2d_via_unfold, "torch.nn.functional.unfold"),
+    ("conv2d_loop", lambda: wa.conv2d_via_torch, "torch.nn.functional.conv2d"),
+    ("conv2d", lambda: wa.conv2d_hidden_in_helper, "calls torch.nn.functional.conv2d"),
+    ("max_pool2d", lambda: torch.nn.functional.max_pool2d, "forbids"),
+    ("max_pool2d", lambda: wa.max_pool_via_torch, "torch.nn.functional.max_pool2d"),
+    ("avg_pool2d", lambda: wa.avg_pool_via_torch, "torch.nn.functional.avg_pool2d"),
+    ("scaled_dot_product_attention", lambda: torch.nn.functional.scaled_dot_product_attention, "forbids"),
+    ("scaled_dot_product_attention", lambda: wa.attention_via_torch, "scaled_dot_product_attention"),
+    ("conv_output_size", lambda: __import__("labcode.functional", fromlist=["x"]).conv_output_size, "labcode.functional"),
+    ("padding_amount", lambda: wa.padding_via_labcode, "labcode.functional"),
+    ("patchify", lambda: __import__("labcode.layers.attention", fromlist=["x"]).patchify, "labcode.layers"),
+    ("encoder_block", lambda: wa.encoder_via_answer_key, "labcode.checks.answers"),
+]
+
+
+@pytest.mark.parametrize("name,get,words", BORROWED, ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(BORROWED)])
+def test_borrowed_answers_are_refused_with_the_reason(name, get, words):
+    result = getattr(check, name)(get(), verbose=False)
+    assert not result.passed and result.attempted and result.points == 0
+    assert "🚫" in result.message and "forbids" in result.message and words in result.message, result.message
+
+
+def test_strict_mode_raises_on_a_failing_check_only(monkeypatch):
+    monkeypatch.setenv("LABCODE_STRICT", "1")
+    assert check.vit_sequence_length(wa.RIGHT_ANSWERS["vit_sequence_length"], verbose=False).passed
+    with pytest.raises(check.CheckFailed, match="class token"):
+        check.vit_sequence_length(wa.seq_no_class_token, verbose=False)
+    monkeypatch.setenv("LABCODE_STRICT", "0")
+    assert not check.vit_sequence_length(wa.seq_no_class_token, verbose=False).passed
+    check.set_strict(True)
+    try:
+        with pytest.raises(AssertionError):
+            check.vit_sequence_length(stub, verbose=False)
+    finally:
+        core._STRICT.clear()
+
+
+def test_an_unwritten_helper_is_named_with_its_line():
+    result = check.vit_sequence_length(wa.seq_with_unwritten_helper, verbose=False)
+    assert result.attempted and "not attempted" not in result.message
+    assert "grid_size()" in result.message and "not written yet" in result.message and "line" in result.message
+
+
+def test_pooling_checks_leave_the_stride_out():
+    for name in ("max_pool2d", "avg_pool2d"):
+        cases = check.EXERCISES[name].make_cases()
+        assert any(len(c.args) == 2 for c in cases) and any(c.args[2:] == (None,) for c in cases)
+        result = getattr(check, name)(wa.POOL_STRIDE_NONE_IS_ONE[name], verbose=False)
+        assert not result.passed and "stride=None" in result.message, result.message
+
+
+def test_tanh_gelu_fails_the_encoder_block_with_its_own_hint():
+    result = check.encoder_block(wa.encoder_tanh_gelu, verbose=False)
+    assert not result.passed and "exact GELU" in result.message, result.message
+
+
+@pytest.mark.parametrize("fn,words", [
+    (lambda: wa.mbconv_round_squeeze, "not round()"),
+    (lambda: wa.mbconv_no_squeeze_floor, "at least 1"),
+])
+def test_mbconv_squeeze_width_rounding(fn, words):
+    result = check.mbconv_params(fn(), verbose=False)
+    assert not result.passed and words in result.message, result.message
+
+
+def test_a_hint_needs_the_mistakes_output_on_the_failing_case():
+    # Forgetting the class token's position embedding loses D, as forgetting the class token
+    # does: the hint must not claim to know which.
+    result = check.vit_param_count(wa.vit_params_no_class_position, verbose=False)
+    assert not result.passed and "position embedding" in result.message, result.message
 
 
 def test_smallest_failing_input_is_reported():
@@ -161,7 +255,7 @@ def test_a_bug_in_a_check_never_raises(monkeypatch):
 
 
 def test_result_object():
-    result = check.padding_amount(answers.padding_amount, verbose=False)
+    result = check.padding_amount(wa.RIGHT_ANSWERS["padding_amount"], verbose=False)
     assert "padding_amount: passed" in repr(result)
     assert result.to_dict()["passed"] is True and result.to_dict()["exercise"] == "padding_amount"
 
@@ -235,7 +329,7 @@ def test_references_match_torch_modules():
 def test_checks_on_cuda():
     for name, exercise in check.EXERCISES.items():
         if exercise.kind == "tensor":
-            result = getattr(check, name)(getattr(answers, name), device="cuda", verbose=False)
+            result = core.run_check(with_nothing_forbidden(name), getattr(answers, name), device="cuda", verbose=False)
             assert result.passed, result.message
     result = check.scaled_dot_product_attention(wa.attention_no_scale, device="cuda", verbose=False)
     assert not result.passed and "1 / sqrt(d)" in result.message

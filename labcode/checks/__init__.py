@@ -23,8 +23,16 @@ convolution instead of cross-correlation, 'same' padding taken as k - 1 on each 
 output off by one, attention without 1/sqrt(d), patches in the wrong order, ...). A stub
 that still raises NotImplementedError gets "not attempted yet". Code that raises, returns
 the wrong type, shape, dtype or device, returns NaN, changes its input in place, or runs
-past the time limit gets its own message, never a traceback from labcode. A check never
-raises: notebooks keep running under nbval and in Colab.
+past the time limit gets its own message, never a traceback from labcode. A check does
+not raise, so a student's notebook keeps running in Colab, except in strict mode
+(`check.set_strict(True)` or LABCODE_STRICT=1 in the environment), where a check that
+does not pass raises `check.CheckFailed` (an AssertionError) after its message: CI runs
+the solution notebooks that way, and nbgrader's test cells rely on it.
+
+No borrowed answers: each exercise declares what it forbids (torch's built-in of the same
+operation, labcode's own implementation, and always the answer key). A function that is
+one of them, that names one in its code, or that calls one while it is checked (a profile
+hook watches the calls) is rejected with a message saying so.
 
 Every check has the same keyword arguments and returns a `CheckResult`:
 
@@ -104,7 +112,8 @@ has no declaration, or a declaration has no exercise in any solution notebook.
 from __future__ import annotations
 
 from labcode.checks import ch1, ch2, ch3  # noqa: F401  (each declaration registers its check)
-from labcode.checks.core import CHECKS, EXERCISES, CheckResult, Exercise, Mistake, declare, run_check
+from labcode.checks.core import (CHECKS, EXERCISES, CheckFailed, CheckResult, Exercise, Mistake, declare, is_strict,
+                                 run_check, set_strict)
 
 
 def __getattr__(name: str):
@@ -118,4 +127,5 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(CHECKS))
 
 
-__all__ = ["CHECKS", "EXERCISES", "CheckResult", "Exercise", "Mistake", "declare", "run_check", *CHECKS]
+__all__ = ["CHECKS", "EXERCISES", "CheckFailed", "CheckResult", "Exercise", "Mistake", "declare", "is_strict",
+           "run_check", "set_strict", *CHECKS]

@@ -72,14 +72,14 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: int = 1, paddi
 conv2d_loop = conv2d
 
 
-def max_pool2d(x: Tensor, kernel_size: int, stride: int) -> Tensor:
-    """Largest value in each kernel_size x kernel_size window, windows `stride` apart."""
-    return F.max_pool2d(x, kernel_size, stride)
+def max_pool2d(x: Tensor, kernel_size: int, stride: int | None = None) -> Tensor:
+    """Largest value in each kernel_size x kernel_size window, windows `stride` apart (None: kernel_size)."""
+    return F.max_pool2d(x, kernel_size, kernel_size if stride is None else stride)
 
 
-def avg_pool2d(x: Tensor, kernel_size: int, stride: int) -> Tensor:
-    """Mean of each kernel_size x kernel_size window, windows `stride` apart."""
-    return F.avg_pool2d(x, kernel_size, stride)
+def avg_pool2d(x: Tensor, kernel_size: int, stride: int | None = None) -> Tensor:
+    """Mean of each kernel_size x kernel_size window, windows `stride` apart (None: kernel_size)."""
+    return F.avg_pool2d(x, kernel_size, kernel_size if stride is None else stride)
 
 
 def build_cnn(layers: Sequence[tuple], input_shape: tuple[int, int, int], device: Any = META) -> nn.Sequential:

@@ -13,6 +13,13 @@ The record of one call (an "outcome") is a dict:
     {"status": "raised", "type": "RuntimeError", "message": "...", "line": "...", ...}
     {"status": "timeout", "seconds": float}
     {"status": "missing"}            (grading only: no function of that name)
+    {"status": "forbidden", "calls": [names]}   (the function is one the exercise forbids)
+
+An "ok" or "raised" outcome also lists under "forbidden" the forbidden functions the call
+reached: while the student's function runs, a profile hook (sys.setprofile) watches every
+Python and C function call for the exercise's forbidden ones, given as
+(module, qualified name, shown name) triples: torch's built-in of the same operation,
+labcode's own implementation, the answer key.
 """
 from __future__ import annotations
 
@@ -114,16 +121,60 @@ _LIBRARY_DIRS = tuple(
 _THIS_FILE = os.path.realpath(__file__) if "__file__" in globals() else ""
 
 
-def _student_line(tb: Any) -> str:
-    """'line 7: out = x @ w' for the last traceback frame in the student's own code."""
-    found = ""
+def _student_frame(tb: Any) -> tuple[str, str]:
+    """('line 7 in f: out = x @ w', 'f') for the last traceback frame in the student's own code."""
+    found, name = "", ""
     for frame in traceback.extract_tb(tb):
         path = os.path.realpath(frame.filename) if not frame.filename.startswith("<") else frame.filename
         if path == _THIS_FILE or path.startswith(_LIBRARY_DIRS) or os.sep + "labcode" + os.sep in path:
             continue
         code = (frame.line or "").strip()
-        found = f"line {frame.lineno} in {frame.name}" + (f": {code}" if code else "")
-    return found
+        found, name = f"line {frame.lineno} in {frame.name}" + (f": {code}" if code else ""), frame.name
+    return found, name
+
+
+def _student_line(tb: Any) -> str:
+    return _student_frame(tb)[0]
+
+
+_HAS_QUALNAME = sys.version_info >= (3, 11)
+
+
+def _key(fn: Any) -> tuple[str, str]:
+    """(module, qualified name) of a function, the way the profile hook sees it."""
+    return str(getattr(fn, "__module__", None) or ""), str(getattr(fn, "__qualname__", "") or "")
+
+
+def forbidden_itself(fn: Any, forbidden: list | None) -> list[str]:
+    """[shown name] when fn itself is one of the forbidden functions (passed as the answer)."""
+    if not forbidden:
+        return []
+    target = getattr(fn, "__wrapped__", fn)
+    keys = {_key(fn), _key(target)}
+    return [shown for module, qualname, shown in forbidden if (module, qualname) in keys][:1]
+
+
+def _profiler(forbidden: list, hits: list) -> Callable:
+    """A sys.setprofile hook that appends the shown name of each forbidden function called."""
+    by_name: dict[str, list[tuple[str, str]]] = {}
+    for module, qualname, shown in forbidden:
+        by_name.setdefault(qualname, []).append((module, shown))
+
+    def hook(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            code = frame.f_code
+            entries = by_name.get(code.co_qualname if _HAS_QUALNAME else code.co_name)
+            module = frame.f_globals.get("__name__") if entries else None
+        elif event == "c_call":
+            entries = by_name.get(getattr(arg, "__qualname__", None))
+            module = getattr(arg, "__module__", None) if entries else None
+        else:
+            return
+        if entries:
+            for wanted, shown in entries:
+                if wanted == module and shown not in hits:
+                    hits.append(shown)
+    return hook
 
 
 def call_with_time_limit(fn: Callable, args: tuple, kwargs: dict, seconds: float | None) -> Any:
@@ -175,14 +226,25 @@ def call_with_time_limit(fn: Callable, args: tuple, kwargs: dict, seconds: float
 
 
 def run_case(fn: Callable, args: tuple, kwargs: dict, arg_names: list[str],
-             seconds: float | None) -> dict:
-    """Call fn once on copies of the inputs and record what happened (an outcome dict)."""
+             seconds: float | None, forbidden: list | None = None) -> dict:
+    """Call fn once on copies of the inputs and record what happened (an outcome dict).
+
+    `forbidden`: (module, qualname, shown) triples; calls to them are listed under "forbidden".
+    """
     call_args, call_kwargs = clone(args), clone(kwargs)
+    hits: list[str] = []
+    previous = sys.getprofile()
     start = time.perf_counter()
     try:
-        value = call_with_time_limit(fn, call_args, call_kwargs, seconds)
+        if forbidden:
+            sys.setprofile(_profiler(forbidden, hits))
+        try:
+            value = call_with_time_limit(fn, call_args, call_kwargs, seconds)
+        finally:
+            if forbidden:
+                sys.setprofile(previous)
     except TimeLimitReached:
-        return {"status": "timeout", "seconds": time.perf_counter() - start}
+        return {"status": "timeout", "seconds": time.perf_counter() - start, "forbidden": hits}
     except KeyboardInterrupt:
         raise
     except BaseException as error:  # the student's code may raise anything, even SystemExit
@@ -190,30 +252,38 @@ def run_case(fn: Callable, args: tuple, kwargs: dict, arg_names: list[str],
             message = str(error)
         except Exception:
             message = "(message could not be shown)"
+        line, where = _student_frame(error.__traceback__)
         return {
             "status": "raised",
             "type": type(error).__name__,
             "message": message[:2000],
-            "line": _student_line(error.__traceback__),
+            "line": line,
             "not_implemented": isinstance(error, NotImplementedError),
+            # NotImplementedError from a helper the function calls, not from the function itself
+            "in_helper": where if where and where != getattr(fn, "__name__", where) else "",
             "seconds": time.perf_counter() - start,
+            "forbidden": hits,
         }
     seconds_used = time.perf_counter() - start
     mutated = [arg_names[i] if i < len(arg_names) else f"argument {i + 1}"
                for i, (a, b) in enumerate(zip(args, call_args)) if changed(a, b)]
     mutated += [k for k in kwargs if changed(kwargs[k], call_kwargs.get(k))]
-    return {"status": "ok", "value": sanitize(value), "seconds": seconds_used, "mutated": mutated}
+    return {"status": "ok", "value": sanitize(value), "seconds": seconds_used, "mutated": mutated,
+            "forbidden": hits}
 
 
 def run_cases(fn: Callable | None, cases: list, arg_names: list[str],
-              seconds: float | None, device: str | None = None) -> list[dict]:
+              seconds: float | None, device: str | None = None, forbidden: list | None = None) -> list[dict]:
     """Outcomes of fn on each (args, kwargs) case, in order, sharing one time budget.
 
-    Stops after the first call that raises or times out: the checks report the first
-    failure only. `device` moves tensor inputs there before the call.
+    Stops after the first call that raises, times out or calls a forbidden function: the
+    checks report the first failure only. `device` moves tensor inputs there before the call.
     """
     if fn is None or not callable(fn):
         return [{"status": "missing", "type": type(fn).__name__}]
+    itself = forbidden_itself(fn, forbidden)
+    if itself:
+        return [{"status": "forbidden", "calls": itself}]
     outcomes = []
     used = 0.0
     for args, kwargs in cases:
@@ -223,10 +293,10 @@ def run_cases(fn: Callable | None, cases: list, arg_names: list[str],
         if left is not None and left <= 0:
             outcomes.append({"status": "timeout", "seconds": 0.0})
             break
-        outcome = run_case(fn, args, kwargs, arg_names, left)
+        outcome = run_case(fn, args, kwargs, arg_names, left, forbidden)
         used += outcome.get("seconds", 0.0)
         outcomes.append(outcome)
-        if outcome["status"] != "ok":
+        if outcome["status"] != "ok" or outcome.get("forbidden"):
             break
     return outcomes
 
@@ -245,22 +315,29 @@ def to_device(value: Any, device: str) -> Any:
 def grade_in_kernel(namespace: dict, cases_path: str, results_path: str) -> None:
     """Used by the grader inside a submission's kernel: run every requested check's cases.
 
-    `cases_path` holds {exercise: {"function", "arg_names", "seconds", "cases"}}; the
-    outcomes go to `results_path` as {exercise: [outcome, ...]}, written with torch.save
-    so the grader can read them back with weights_only=True (no code runs on loading).
+    `cases_path` holds {exercise: {"functions", "arg_names", "seconds", "cases", "forbidden"}};
+    the first of "functions" the notebook defined is called. The outcomes go to
+    `results_path` as {exercise: [outcome, ...]}, written with torch.save so they can be
+    read back with weights_only=True (no code runs on loading).
     """
     jobs = torch.load(cases_path, weights_only=True)
     results = {}
     for exercise, job in jobs.items():
-        fn = namespace.get(job["function"])
+        names = list(job["functions"])
+        found = [n for n in names if callable(namespace.get(n))]
+        fn = namespace.get(found[0]) if found else None
         try:
-            results[exercise] = run_cases(fn, job["cases"], job["arg_names"], job["seconds"])
+            outcomes = run_cases(fn, job["cases"], job["arg_names"], job["seconds"],
+                                 forbidden=job.get("forbidden"))
         except KeyboardInterrupt:
             raise
         except BaseException as error:  # keep going with the next exercise
-            results[exercise] = [{"status": "raised", "type": type(error).__name__,
-                                  "message": str(error)[:2000], "line": "",
-                                  "not_implemented": False, "seconds": 0.0}]
+            outcomes = [{"status": "raised", "type": type(error).__name__,
+                         "message": str(error)[:2000], "line": "",
+                         "not_implemented": False, "seconds": 0.0}]
+        if outcomes and outcomes[0].get("status") == "missing":
+            outcomes[0]["names"] = names
+        results[exercise] = {"function": found[0] if found else "", "outcomes": outcomes}
     tmp = results_path + ".tmp"
     torch.save(results, tmp)
     os.replace(tmp, results_path)

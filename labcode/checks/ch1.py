@@ -63,6 +63,7 @@ def _rounded_up(n: int, k: int, stride: int = 1, padding=0, dilation: int = 1) -
 
 conv_output_size = declare(
     "conv_output_size",
+    forbidden=["labcode.functional.conv_output_size", "labcode.functional.sizes.conv_output_size"],
     signature="conv_output_size(n, k, stride, padding, dilation=1) -> int",
     doc="""Check fn(n, k, stride, padding, dilation=1) -> int, the output size along one axis.
 
@@ -105,6 +106,7 @@ def _padding_amount_cases() -> list[Case]:
 
 padding_amount = declare(
     "padding_amount",
+    forbidden=["labcode.functional.padding_amount", "labcode.functional.sizes.padding_amount"],
     signature="padding_amount(mode, k) -> (before, after)",
     doc="""Check fn(mode, k) -> (before, after) for mode in 'valid', 'same', 'full' and k from 1 to 11.""",
     reference=answers.padding_amount,
@@ -182,6 +184,11 @@ _CONV_MISTAKES = [
             "the kernel is transposed: w[o, c, a, b] multiplies x[n, c, i + a, j + b], rows first"),
 ]
 
+_CONV_FORBIDDEN = ["torch.nn.functional.conv2d", "torch.conv2d", "torch.convolution", "torch._convolution",
+                   "torch.nn.functional.unfold", "torch._C._nn.im2col", "torch.nn.functional.conv_transpose2d",
+                   "labcode.functional.conv2d", "labcode.functional.conv2d_loop", "labcode.functional.conv.conv2d",
+                   "labcode.functional.conv.conv2d_unchecked", "labcode.functional.conv.conv2d_loop"]
+
 _CONV_DOC = """Check fn(x, w, b=None, stride=1, padding=0) -> tensor: a 2-D cross-correlation layer.
 
     x is (N, C, H, W), w is (O, C, kh, kw), b is (O,) or None, stride an int and padding
@@ -196,6 +203,7 @@ conv2d = declare(
     doc=_CONV_DOC,
     reference=answers.conv2d,
     make_cases=lambda: _conv2d_cases("conv2d", 80, 12, 4),
+    forbidden=_CONV_FORBIDDEN,
     kind="tensor",
     time_limit=10.0,
     mistakes=_CONV_MISTAKES,
@@ -207,6 +215,7 @@ conv2d_loop = declare(
     doc=_CONV_DOC.replace("layer.", "layer, written with loops (small inputs, 30 s).", 1),
     reference=answers.conv2d_loop,
     make_cases=lambda: _conv2d_cases("conv2d_loop", 30, 7, 2),
+    forbidden=_CONV_FORBIDDEN,
     kind="tensor",
     time_limit=30.0,
     mistakes=_CONV_MISTAKES,
@@ -228,42 +237,70 @@ def _pool_cases(name: str) -> list[Case]:
         h, w = rng.randint(k, 14), rng.randint(k, 14)
         configs.append((n, c, h, w, k, stride))
     configs = configs[:6] + sorted(configs[6:], key=lambda c: c[0] * c[1] * c[2] * c[3])
-    return [Case((torch.randn(n, c, h, w, generator=gen), k, s)) for n, c, h, w, k, s in configs]
+    # stride=None means "the kernel size", as in torch: some cases leave it out, one passes None.
+    cases = [Case((torch.randn(n, c, h, w, generator=gen), k, s)) for n, c, h, w, k, s in configs]
+    for n, c, h, w, k in [(1, 1, 4, 4, 2), (1, 2, 7, 5, 3)]:
+        cases.insert(6, Case((torch.randn(n, c, h, w, generator=gen), k)))
+    cases.insert(8, Case((torch.randn(1, 1, 6, 6, generator=gen), 2, None)))
+    return cases
+
+
+def _stride_none_is_one(pool):
+    def wrong(x, k, s=None):
+        return pool(x, k, 1 if s is None else s)
+    return wrong
 
 
 max_pool2d = declare(
     "max_pool2d",
-    signature="max_pool2d(x, kernel_size, stride) -> tensor",
-    doc="""Check fn(x, kernel_size, stride) -> tensor: max pooling of x (N, C, H, W), no padding, windows that do not fit dropped.""",
+    signature="max_pool2d(x, kernel_size, stride=None) -> tensor",
+    doc="""Check fn(x, kernel_size, stride=None) -> tensor: max pooling of x (N, C, H, W), no padding, windows that do not fit dropped.
+
+    stride None (or left out) means the kernel size, as in torch.
+    """,
     reference=answers.max_pool2d,
     make_cases=lambda: _pool_cases("max_pool2d"),
     kind="tensor",
+    forbidden=["torch.nn.functional.max_pool2d", "torch.max_pool2d", "torch.nn.functional.max_pool2d_with_indices",
+               "torch._C._nn.max_pool2d_with_indices", "torch.nn.functional.adaptive_max_pool2d",
+               "labcode.functional.max_pool2d", "labcode.functional.pool.max_pool2d",
+               "labcode.functional.pool.max_pool2d_unchecked"],
     mistakes=[
-        Mistake(lambda x, k, s: answers.max_pool2d(x, k, 1),
+        Mistake(_stride_none_is_one(answers.max_pool2d),
+                "stride=None means stride = kernel_size (windows side by side), not 1"),
+        Mistake(lambda x, k, s=None: answers.max_pool2d(x, k, 1),
                 "the windows moved by 1 pixel: step by `stride` between windows"),
-        Mistake(lambda x, k, s: answers.max_pool2d(x, k, k),
+        Mistake(lambda x, k, s=None: answers.max_pool2d(x, k, k),
                 "the windows moved by kernel_size: use the `stride` argument"),
-        Mistake(lambda x, k, s: answers.avg_pool2d(x, k, s), "that is the mean of each window; max pooling keeps the largest value"),
-        Mistake(lambda x, k, s: answers.max_pool2d(x.abs(), k, s), "take the largest value, not the largest magnitude (no abs)"),
+        Mistake(lambda x, k, s=None: answers.avg_pool2d(x, k, s), "that is the mean of each window; max pooling keeps the largest value"),
+        Mistake(lambda x, k, s=None: answers.max_pool2d(x.abs(), k, s), "take the largest value, not the largest magnitude (no abs)"),
     ],
 )
 
 avg_pool2d = declare(
     "avg_pool2d",
-    signature="avg_pool2d(x, kernel_size, stride) -> tensor",
-    doc="""Check fn(x, kernel_size, stride) -> tensor: average pooling of x (N, C, H, W), no padding.""",
+    signature="avg_pool2d(x, kernel_size, stride=None) -> tensor",
+    doc="""Check fn(x, kernel_size, stride=None) -> tensor: average pooling of x (N, C, H, W), no padding.
+
+    stride None (or left out) means the kernel size, as in torch.
+    """,
     reference=answers.avg_pool2d,
     make_cases=lambda: _pool_cases("avg_pool2d"),
     kind="tensor",
+    forbidden=["torch.nn.functional.avg_pool2d", "torch._C._nn.avg_pool2d", "torch.nn.functional.adaptive_avg_pool2d",
+               "torch._C._nn.adaptive_avg_pool2d", "labcode.functional.avg_pool2d", "labcode.functional.pool.avg_pool2d",
+               "labcode.functional.pool.avg_pool2d_unchecked"],
     mistakes=[
-        Mistake(lambda x, k, s: answers.avg_pool2d(x, k, 1),
+        Mistake(_stride_none_is_one(answers.avg_pool2d),
+                "stride=None means stride = kernel_size (windows side by side), not 1"),
+        Mistake(lambda x, k, s=None: answers.avg_pool2d(x, k, 1),
                 "the windows moved by 1 pixel: step by `stride` between windows"),
-        Mistake(lambda x, k, s: answers.avg_pool2d(x, k, k),
+        Mistake(lambda x, k, s=None: answers.avg_pool2d(x, k, k),
                 "the windows moved by kernel_size: use the `stride` argument"),
-        Mistake(lambda x, k, s: answers.avg_pool2d(x, k, s) * k,
+        Mistake(lambda x, k, s=None: answers.avg_pool2d(x, k, s) * k,
                 "divide by the number of pixels in the window, kernel_size * kernel_size, not kernel_size"),
-        Mistake(lambda x, k, s: answers.avg_pool2d(x, k, s) * k * k, "that is the window's sum; divide by kernel_size * kernel_size"),
-        Mistake(lambda x, k, s: answers.max_pool2d(x, k, s), "that is max pooling; average pooling takes each window's mean"),
+        Mistake(lambda x, k, s=None: answers.avg_pool2d(x, k, s) * k * k, "that is the window's sum; divide by kernel_size * kernel_size"),
+        Mistake(lambda x, k, s=None: answers.max_pool2d(x, k, s), "that is max pooling; average pooling takes each window's mean"),
     ],
 )
 

@@ -205,15 +205,18 @@ squeeze_excitation = declare(
 
 def _mbconv_cases() -> list[Case]:
     _, rng = seeded("mbconv_params")
-    configs = [(16, 16, 1, 3, 0.25), (16, 24, 4, 3, 0.25), (24, 40, 6, 5, 0.0), (32, 16, 1, 3, 0.0)]
+    # 6 * 0.25 = 1.5 and 10 * 0.25 = 2.5 tell int() from round(); 2 * 0.25 = 0.5 needs the max(1, ...) floor.
+    configs = [(16, 16, 1, 3, 0.25), (16, 24, 4, 3, 0.25), (24, 40, 6, 5, 0.0), (32, 16, 1, 3, 0.0),
+               (6, 16, 4, 3, 0.25), (2, 8, 6, 3, 0.25), (10, 16, 6, 5, 0.25), (3, 8, 1, 3, 0.25)]
     while len(configs) < 60:
         configs.append((rng.choice([8, 16, 24, 32, 40, 48, 64, 80, 112, 160]), rng.choice([16, 24, 40, 80, 112, 192]),
                         rng.choice([1, 4, 6]), rng.choice([3, 5]), rng.choice([0.25, 0.25, 0.0])))
-    configs = configs[:4] + sorted(configs[4:], key=lambda c: c[0] * c[2] + c[1])
+    configs = configs[:8] + sorted(configs[8:], key=lambda c: c[0] * c[2] + c[1])
     return [Case(c) for c in configs]
 
 
-def _mbconv_counts(c_in, c_out, expand, k, se_ratio, bn=True, se_from_hidden=False, always_expand=False, bias=False):
+def _mbconv_counts(c_in, c_out, expand, k, se_ratio, bn=True, se_from_hidden=False, always_expand=False, bias=False,
+                   squeeze_of=lambda v: max(1, int(v))):
     hidden = c_in * expand
     norm = 2 if bn else 0
     total = 0
@@ -221,7 +224,7 @@ def _mbconv_counts(c_in, c_out, expand, k, se_ratio, bn=True, se_from_hidden=Fal
         total += c_in * hidden + norm * hidden + (hidden if bias else 0)
     total += hidden * k * k + norm * hidden + (hidden if bias else 0)
     if se_ratio:
-        squeeze = max(1, int((hidden if se_from_hidden else c_in) * se_ratio))
+        squeeze = squeeze_of((hidden if se_from_hidden else c_in) * se_ratio)
         total += hidden * squeeze + squeeze + squeeze * hidden + hidden
     return total + hidden * c_out + norm * c_out + (c_out if bias else 0)
 
@@ -251,6 +254,10 @@ mbconv_params = declare(
         Mistake(lambda c_in, c_out, expand, k, se_ratio: _mbconv_counts(c_in, c_out, expand, k, se_ratio)
                 + (c_in * expand) * (c_in * expand - 1) * k * k,
                 "the depthwise convolution has one k x k filter per channel (groups = channels): hidden * k * k weights"),
+        Mistake(lambda *a: _mbconv_counts(*a, squeeze_of=lambda v: max(1, round(v))),
+                "the squeeze width rounds down: max(1, int(c_in * se_ratio)), not round()"),
+        Mistake(lambda *a: _mbconv_counts(*a, squeeze_of=lambda v: int(v)),
+                "the squeeze width is at least 1: max(1, int(c_in * se_ratio))"),
     ],
 )
 

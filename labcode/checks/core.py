@@ -70,6 +70,28 @@ class Exercise:
     time_limit: float = 5.0
     tolerance: float | None = None
     arg_names: list[str] = field(default_factory=list)
+    forbidden: list[str] = field(default_factory=list)
+    forbid_answer_key: bool = True  # tests of the checks themselves turn it off to run the key
+
+    def forbidden_calls(self) -> list[tuple[str, str, str]]:
+        """(module, qualified name, shown name) of every function this exercise forbids.
+
+        The declared dotted names that resolve (torch's built-in of the operation, labcode's
+        own implementation), plus the answer key's function. Names that do not resolve in
+        this torch or labcode are skipped.
+        """
+        if self._resolved is None:
+            found: list[tuple[str, str, str]] = []
+            key_name = f"{self.reference.__module__}.{self.reference.__name__}"
+            for dotted in [*self.forbidden, *([key_name] if self.forbid_answer_key else [])]:
+                fn = _resolve(dotted)
+                if fn is None:
+                    continue
+                key = calling._key(fn)
+                if "<locals>" not in key[1] and all(key != f[:2] for f in found):
+                    found.append((*key, dotted))
+            self._resolved = found
+        return self._resolved
 
     def __post_init__(self) -> None:
         where = f"Exercise {self.name!r}"
@@ -95,6 +117,80 @@ class Exercise:
             self.arg_names = [p.name for p in inspect.signature(self.reference).parameters.values()
                               if p.kind in positional]
         self.arg_names = list(self.arg_names)
+        self.forbidden = list(self.forbidden)
+        self._resolved: list[tuple[str, str, str]] | None = None
+
+
+def _resolve(dotted: str) -> Any:
+    """The object a dotted name such as 'torch.nn.functional.conv2d' names, or None."""
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for part in parts[cut:]:
+                obj = getattr(obj, part)
+        except AttributeError:
+            return None
+        return obj if callable(obj) else None
+    return None
+
+
+def forbidden_in_source(source: str, function: str, exercise: Exercise, aliases: dict[str, str] | None = None) -> list[str]:
+    """Forbidden functions named in the code of `function` (a def in `source`), read without running it.
+
+    `aliases` maps a name to the dotted name it stands for (`F` -> 'torch.nn.functional');
+    the imports in `source` are added to it. A name is reported when the dotted name it
+    resolves to is one the exercise forbids: `F.conv2d` with `import torch.nn.functional as F`.
+    """
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    names = dict(aliases or {})
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                names[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                names[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    wanted = {shown for _, _, shown in exercise.forbidden_calls()}
+    wanted |= set(exercise.forbidden)
+    keys = {f[:2]: f[2] for f in exercise.forbidden_calls()}
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == function):
+            continue
+        for inner in ast.walk(node):
+            dotted = _dotted(inner, names) if isinstance(inner, (ast.Attribute, ast.Name)) else None
+            if dotted is None:
+                continue
+            shown = dotted if dotted in wanted else None
+            if shown is None and any(dotted.endswith("." + s.rsplit(".", 1)[-1]) for s in wanted):
+                obj = _resolve(dotted)
+                shown = keys.get(calling._key(obj)) if obj is not None else None
+            if shown and shown not in found:
+                found.append(shown)
+    return found
+
+
+def _dotted(node: Any, names: dict[str, str]) -> str | None:
+    import ast
+
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name) or node.id not in names:
+        return None
+    return ".".join([names[node.id], *reversed(parts)])
 
 
 @dataclass
@@ -151,6 +247,7 @@ def declare(
     time_limit: float = 5.0,
     tolerance: float | None = None,
     arg_names: Sequence[str] = (),
+    forbidden: Sequence[str] = (),
 ) -> Callable[..., CheckResult]:
     """Declare one exercise and return its check, the function a notebook calls as check.NAME(fn).
 
@@ -171,12 +268,14 @@ def declare(
         time_limit: seconds for the whole check.
         tolerance: the relative error allowed, instead of the default for the answer's dtype.
         arg_names: names of the positional arguments in messages (default: the reference's).
+        forbidden: dotted names of functions the answer may not be or call: torch's built-in
+            of the same operation, labcode's own implementation (the answer key always is).
     """
     if not isinstance(doc, str) or not doc.strip():
         raise ValueError(f"declare({name!r}): doc must describe the exercise's contract, got {doc!r}")
     exercise = register(Exercise(name=name, signature=signature, reference=reference, make_cases=make_cases,
                                  kind=kind, mistakes=list(mistakes), points=points, time_limit=time_limit,
-                                 tolerance=tolerance, arg_names=list(arg_names)))
+                                 tolerance=tolerance, arg_names=list(arg_names), forbidden=list(forbidden)))
     check = _check_function(exercise)
     check.__name__ = check.__qualname__ = name
     check.__module__ = "labcode.checks"
@@ -211,6 +310,29 @@ def seeded(name: str) -> tuple[torch.Generator, Any]:
 # Running a check
 
 
+class CheckFailed(AssertionError):
+    """Raised by a failing check in strict mode (LABCODE_STRICT=1 or set_strict(True))."""
+
+
+_STRICT: list[bool] = []
+
+
+def set_strict(on: bool = True) -> None:
+    """Strict mode: a check that does not pass raises CheckFailed after printing its message.
+
+    For CI and autograders (nbval, nbgrader): a failing check then fails the cell. Off by
+    default, so a student's notebook keeps running; LABCODE_STRICT=1 in the environment
+    turns it on too.
+    """
+    _STRICT[:] = [bool(on)]
+
+
+def is_strict() -> bool:
+    import os
+
+    return _STRICT[0] if _STRICT else os.environ.get("LABCODE_STRICT", "") not in ("", "0")
+
+
 def run_check(
     exercise: Exercise,
     fn: Any,
@@ -220,7 +342,10 @@ def run_check(
     points: float = 1.0,
     verbose: bool = True,
 ) -> CheckResult:
-    """Check `fn` against `exercise` in this process; print and return the result. Never raises."""
+    """Check `fn` against `exercise` in this process; print and return the result.
+
+    Never raises, except CheckFailed in strict mode (`set_strict`).
+    """
     try:
         with _full_float32_precision():
             result = _run_local(exercise, fn, time_limit, device, points)
@@ -233,6 +358,8 @@ def run_check(
         )
     if verbose:
         print(result.message)
+    if not result.passed and is_strict():
+        raise CheckFailed(result.message)
     return result
 
 
@@ -258,6 +385,9 @@ def _run_local(exercise: Exercise, fn: Any, time_limit: float | None,
         )
     cases = exercise.make_cases()
     budget = exercise.time_limit if time_limit is None else time_limit
+    forbidden = exercise.forbidden_calls()
+    itself = calling.forbidden_itself(fn, forbidden)
+    read = _forbidden_in_code(fn, exercise)
     state = {"used": 0.0}
     # "cuda" means the current GPU: name it the way tensors report it ("cuda:0").
     target = None if device is None else str(torch.empty(0, device=device).device)
@@ -269,11 +399,36 @@ def _run_local(exercise: Exercise, fn: Any, time_limit: float | None,
         args, kwargs = case.args, case.kwargs
         if target is not None:
             args, kwargs = calling.to_device(args, target), calling.to_device(kwargs, target)
-        outcome = calling.run_case(fn, args, kwargs, exercise.arg_names, left)
+        if itself:
+            return {"status": "forbidden", "calls": itself, "itself": True}
+        if read:
+            return {"status": "forbidden", "calls": read, "read": True}
+        outcome = calling.run_case(fn, args, kwargs, exercise.arg_names, left, forbidden)
         state["used"] += outcome.get("seconds", 0.0)
         return outcome
 
     return evaluate(exercise, cases, outcome_of, points, budget, input_device=target or "cpu")
+
+
+def _forbidden_in_code(fn: Any, exercise: Exercise) -> list[str]:
+    """Forbidden functions the code of fn names, resolved through fn's globals (empty when unreadable)."""
+    import textwrap
+    import types
+
+    if not isinstance(fn, types.FunctionType) or not exercise.forbidden_calls():
+        return []
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError):
+        return []
+    aliases = {}
+    for name, value in fn.__globals__.items():
+        if isinstance(value, types.ModuleType):
+            aliases[name] = value.__name__
+        elif callable(value) and getattr(value, "__module__", None) and getattr(value, "__name__", None):
+            aliases[name] = f"{value.__module__}.{value.__name__}"
+    aliases.pop(fn.__name__, None)
+    return forbidden_in_source(source, fn.__name__, exercise, aliases)
 
 
 def evaluate(
@@ -292,15 +447,31 @@ def evaluate(
         expected = calling.sanitize(exercise.reference(*calling.clone(case.args),
                                                         **calling.clone(case.kwargs)))
         outcome = outcome_of(index, case)
-        if not isinstance(outcome, dict) or outcome.get("status") not in ("ok", "raised", "timeout", "missing"):
+        if not isinstance(outcome, dict) or outcome.get("status") not in ("ok", "raised", "timeout", "missing", "forbidden"):
             outcome = {"status": "raised", "type": "GraderError",
                        "message": "no result came back for this case", "line": ""}
         status = outcome["status"]
         where = _case_header(index, total)
         if status == "missing":
+            wanted = [str(n) for n in outcome.get("names") or []]
+            named = (" named " + " or ".join(f"`{n}`" for n in wanted)) if wanted else " to check"
             return CheckResult(name, False, False,
-                               f"⬜ {name}: not attempted (no function to check was found).",
+                               f"⬜ {name}: not attempted (no function{named} was found).",
                                0.0, points, 0, total)
+        calls = [str(c) for c in (outcome.get("calls") if status == "forbidden" else outcome.get("forbidden")) or []]
+        if calls:
+            how = ("is" if outcome.get("itself") else "names" if outcome.get("read") else "calls")
+            message = (
+                f"🚫 {name}: your function {how} {', '.join(calls)}, which this exercise forbids "
+                f"{where}\n   why:      the exercise asks you to write {name} yourself; torch's built-in "
+                "and labcode's own implementation of the same operation do not count.")
+            return CheckResult(name, False, True, message, 0.0, points, index, total)
+        if status == "raised" and outcome.get("not_implemented") and outcome.get("in_helper"):
+            return CheckResult(
+                name, False, True,
+                f"❌ {name}: your function calls {outcome['in_helper']}(), which is not written yet "
+                f"(it raised NotImplementedError) {where}\n   at:       {outcome.get('line', '')}",
+                0.0, points, index, total)
         if status == "raised" and outcome.get("not_implemented") and index == 0:
             return CheckResult(
                 name, False, False,
@@ -336,7 +507,7 @@ def evaluate(
         if problem is not None:
             lines += [f"   expected: {show(expected)}", f"   got:      {show(got)}",
                       f"   problem:  {problem}"]
-            hint = find_hint(exercise, case, got, input_device)
+            hint = find_hint(exercise, case, got, input_device, expected)
             if hint:
                 lines.append(f"   hint:     {hint}")
         if mutated:
@@ -517,13 +688,29 @@ def _describe_value(value: Any) -> str:
     return show(value, limit=300)
 
 
-def find_hint(exercise: Exercise, case: Case, got: Any, input_device: str = "cpu") -> str | None:
-    """The hint of the first known mistake whose output equals the student's output."""
+def find_hint(exercise: Exercise, case: Case, got: Any, input_device: str = "cpu",
+              expected: Any = None) -> str | None:
+    """The hint of the known mistake whose output equals the student's output on this case.
+
+    A mistake whose output here equals the right answer says nothing about the student's
+    error and is skipped. When several mistakes give the student's output, their hints
+    are shown together, as alternatives: the case cannot tell them apart.
+    """
+    hints: list[str] = []
     for mistake in exercise.mistakes:
         try:
             wrong = calling.sanitize(mistake.fn(*calling.clone(case.args), **calling.clone(case.kwargs)))
         except Exception:
             continue
-        if compare(exercise, wrong, got, input_device) is None:
-            return mistake.hint
-    return None
+        if expected is not None and compare(exercise, expected, wrong, "cpu") is None and (
+                _device_of(wrong) == _device_of(expected)):
+            continue
+        if compare(exercise, wrong, got, input_device) is None and mistake.hint not in hints:
+            hints.append(mistake.hint)
+    if len(hints) > 1:
+        return "one of these (this case cannot tell them apart): " + "; or ".join(hints)
+    return hints[0] if hints else None
+
+
+def _device_of(value: Any) -> str:
+    return value.get("device", "cpu") if isinstance(value, dict) and calling.TENSOR_KEY in value else "cpu"
