@@ -219,3 +219,11 @@ def test_explorer_phi_sets_the_three_multipliers():
     assert "d=1.44" in explorer.figure()._suptitle.get_text()
     with pytest.raises(ValueError, match="depth"):
         scaling.ScalingExplorer(depth=10.0)
+
+
+def test_count_network_refuses_se_on_a_fused_block_that_does_not_expand():
+    row = Stage("FusedMBConv", 1, 3, 1, 24, 24, 2, 0.25)
+    with pytest.raises(ValueError, match="se_ratio must be 0"):
+        FusedMBConv(24, 24, 1, 3, 1, se_ratio=0.25)
+    with pytest.raises(ValueError, match="se_ratio must be 0"):
+        scaling.count_network([row], 64, 32)

@@ -54,6 +54,10 @@ def _block(kind: str, c_in: int, c_out: int, expand: float, k: int, stride: int,
     hidden = round_to_multiple(c_in * expand, 8)
     params = macs = 0
     if kind == "FusedMBConv" and hidden == c_in:
+        if se_ratio > 0:  # the model refuses this row too (FusedMBConv raises the same way)
+            raise ValueError(f"count_network: a FusedMBConv row that does not expand (expand_ratio="
+                             f"{expand} keeps {c_in} channels) has no layer for squeeze-and-"
+                             f"excitation; se_ratio must be 0, got {se_ratio}")
         return _conv(c_in, c_out, k, size, stride)  # a single kxk conv
     if kind == "FusedMBConv":
         p, m, size = _conv(c_in, hidden, k, size, stride)  # fused kxk expansion
