@@ -37,6 +37,12 @@ class ImageSet:
         # Unpacks like a tuple: `images, labels = load_digits(...)`.
         return iter((self.images, self.labels))
 
+    def first(self, n: int) -> "ImageSet":
+        """The first `n` images and labels (all of them when there are fewer)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"ImageSet.first: n must be an int >= 0, got {n!r}")
+        return ImageSet(self.images[:n], self.labels[:n], self.classes)
+
     def __getitem__(self, index):
         if isinstance(index, int) and index in (0, 1) and not isinstance(index, bool):
             return (self.images, self.labels)[index]
