@@ -13,13 +13,17 @@ followed by the raw uint8 values.
 Both loaders return the format `load_digits` returns: uint8 images (N, C, H, W) and int64
 labels (N,). Files are verified against the official MD5 checksums. The base URLs can be
 changed with a parameter or the environment variables LABCODE_CIFAR10_URL and
-LABCODE_FASHION_MNIST_URL (for mirrors, and for the tests' local server).
+LABCODE_FASHION_MNIST_URL (for mirrors, and for the tests' local server). A CIFAR-10
+mirror that serves a different archive (the Colab rehearsal's small one) names its MD5 in
+LABCODE_CIFAR10_MD5; that variable is refused without a mirror, so the official archive
+is always checked against the official checksum.
 """
 from __future__ import annotations
 
 import gzip
 import os
 import pickle
+import re
 import tarfile
 from pathlib import Path
 
@@ -50,6 +54,20 @@ def _base_url(base_url: str | None, env: str, default: str) -> str:
     return url if url.endswith("/") else url + "/"
 
 
+def _mirror_md5(base: str, official: str, env: str, md5: str) -> str:
+    """The MD5 to expect from `base`: `md5`, or the one in `env` when `base` is a mirror."""
+    override = os.environ.get(env)
+    if not override:
+        return md5
+    if base.rstrip("/") == official.rstrip("/"):
+        raise ValueError(f"{env}={override!r} applies only to a mirror, but the URL is the "
+                         f"official {official}: its archive must have md5 {md5}. "
+                         f"Unset {env}, or set the mirror's URL too.")
+    if not re.fullmatch(r"[0-9a-fA-F]{32}", override):
+        raise ValueError(f"{env}: expected an MD5 of 32 hex digits, got {override!r}")
+    return override.lower()
+
+
 # ---------------------------------------------------------------- CIFAR-10
 
 def load_cifar10(split: str = "train", root: str | os.PathLike | None = None, *,
@@ -66,8 +84,9 @@ def load_cifar10(split: str = "train", root: str | os.PathLike | None = None, *,
     """
     check_split(split, "load_cifar10")
     (name, md5), = CIFAR10_FILES.items()
-    url = _base_url(base_url, "LABCODE_CIFAR10_URL", CIFAR10_URL) + name
-    archive = fetch(url, cache_dir(root) / "cifar10", md5, progress=progress)
+    base = _base_url(base_url, "LABCODE_CIFAR10_URL", CIFAR10_URL)
+    md5 = _mirror_md5(base, CIFAR10_URL, "LABCODE_CIFAR10_MD5", md5)
+    archive = fetch(base + name, cache_dir(root) / "cifar10", md5, progress=progress)
     wanted = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     images, labels = read_cifar_archive(archive, wanted)
     return ImageSet(images, labels, CIFAR10_CLASSES)
