@@ -24,6 +24,8 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from labcode import validate
+
 
 @dataclass(frozen=True)
 class Counts:
@@ -50,17 +52,6 @@ class LayerRow:
     output_shape: tuple[int, ...] | None
     params: int
     macs: int
-
-
-def _check(model: nn.Module, input_shape: Sequence[int]) -> tuple[int, ...]:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list, torch.Size)) else None
-    if shape is None or len(shape) not in (3, 4) or not all(isinstance(s, int) and s > 0 for s in shape):
-        raise ValueError(
-            f"input_shape must be (C, H, W) or (B, C, H, W) with positive integers, got {input_shape!r}"
-        )
-    return shape if len(shape) == 4 else (1,) + shape
 
 
 @contextmanager
@@ -121,7 +112,8 @@ def count(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 224)) -> Co
         model: the network.
         input_shape: (C, H, W) for one image, or (B, C, H, W): MACs are for the whole batch.
     """
-    shape = _check(model, input_shape)
+    validate.module("count", "model", model)
+    shape = validate.input_shape("count", input_shape)
     flops, _ = _run(model, shape)
     params = sum(p.numel() for p in model.parameters())
     return Counts(params=params, macs=flops[""] // 2)
@@ -140,9 +132,10 @@ def layer_table(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 224),
         input_shape: (C, H, W) or (B, C, H, W).
         depth: how many levels to descend; None for leaves.
     """
-    if depth is not None and (not isinstance(depth, int) or depth < 1):
-        raise ValueError(f"depth must be None or an integer >= 1, got {depth!r}")
-    shape = _check(model, input_shape)
+    validate.module("layer_table", "model", model)
+    shape = validate.input_shape("layer_table", input_shape)
+    if depth is not None:
+        validate.positive_int("layer_table", "depth", depth)
     flops, shapes = _run(model, shape)
     rows: list[LayerRow] = []
     seen: set[int] = set()

@@ -16,9 +16,9 @@ Checks run once, at the public boundary (style guide, rule 8: "check inputs at t
 public boundary; inside, trust the data"). A layer called on its own checks its input.
 A model checks its batch in `forward` and then switches the checks of its inner layers
 off with `trust_inner_layers(self)`: every layer it calls gets a tensor that the model
-itself produced, so checking it again would only repeat work. Functional ops have the
-same split: `conv2d` checks its arguments and then computes; a layer that has already
-checked calls the computing part directly.
+itself produced, so checking it again would only repeat work. Functional ops check
+their arguments unless called with `check=False`, which is what a layer that has
+already checked its input passes.
 """
 from __future__ import annotations
 
@@ -131,6 +131,34 @@ def floating(fn: str, name: str, value: torch.Tensor) -> None:
     raise TypeError(message)
 
 
+def same_dtype(fn: str, **tensors: torch.Tensor | None) -> None:
+    """Raise TypeError unless the given tensors (None skipped) share one dtype, as torch's
+    kernels require outside autocast (torch would promote nothing and fail deep inside)."""
+    given = {name: t.dtype for name, t in tensors.items() if t is not None}
+    if len(set(given.values())) > 1:
+        listed = ", ".join(f"{name} {dtype}" for name, dtype in given.items())
+        names = list(given)
+        together = ", ".join(names[:-1]) + " and " + names[-1]
+        raise TypeError(f"{fn}: {together} must have the same dtype, got {listed}")
+
+
+def flag(fn: str, name: str, value: object) -> bool:
+    """`value` if it is a bool (ceil_mode, return_indices, ...)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{fn}: {name} must be True or False, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def attention_mask_dtype(fn: str, attn_mask: torch.Tensor | None) -> None:
+    """Raise TypeError unless the mask is bool (True = attend) or floating (added to the
+    scores); torch refuses an integer 0/1 mask, which would otherwise be added as a bias."""
+    if attn_mask is not None and attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
+        raise TypeError(
+            f"{fn}: attn_mask must be a bool tensor (True = attend) or a floating tensor "
+            f"added to the scores, got dtype {attn_mask.dtype}; use attn_mask.bool()"
+        )
+
+
 def rank(fn: str, name: str, value: torch.Tensor, dims: int, layout: str) -> None:
     """Raise ValueError unless `value` has `dims` dimensions, laid out as `layout`."""
     if value.dim() != dims:
@@ -237,6 +265,27 @@ def pool_arguments(
     return kernel, stride, pad
 
 
+def pool_input(
+    fn: str, input: object, kernel_size: object, stride: object, padding: object
+) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """Check a pooling's input batch and window; return (kernel, stride, padding) as pairs."""
+    image_batch(fn, input)
+    kernel, stride, padding = pool_arguments(fn, kernel_size, stride, padding)
+    padded = (input.shape[2] + 2 * padding[0], input.shape[3] + 2 * padding[1])
+    window_fits(fn, "the pooling window", kernel, padded)
+    return kernel, stride, padding
+
+
+def kernel_fits(
+    fn: str, input: torch.Tensor, kernel: tuple[int, int], dilation: tuple[int, int],
+    pads: tuple[int, int, int, int],
+) -> None:
+    """Raise unless the dilated kernel fits into the input padded by (top, bottom, left, right)."""
+    padded = (input.shape[2] + pads[0] + pads[1], input.shape[3] + pads[2] + pads[3])
+    reach = (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
+    window_fits(fn, "the (dilated) kernel", reach, padded)
+
+
 def linear_arguments(fn: str, input: object, weight: object, bias: object) -> None:
     """Check linear's input (..., in), weight (out, in) and bias (out,) or None."""
     tensor(fn, "input", input)
@@ -289,12 +338,12 @@ def attention_mask(fn: str, attn_mask: object, is_causal: bool) -> None:
         raise ValueError(f"{fn}: give attn_mask or is_causal=True, not both")
 
 
-def input_shape(value: object) -> tuple[int, ...]:
+def input_shape(fn: str, value: object) -> tuple[int, ...]:
     """A (C, H, W) or (B, C, H, W) shape of positive ints, as (B, C, H, W)."""
     shape = tuple(value) if isinstance(value, (tuple, list, torch.Size)) else None
     if shape is None or len(shape) not in (3, 4) or not all(_is_int(s) and s > 0 for s in shape):
         raise ValueError(
-            f"input_shape must be (C, H, W) or (B, C, H, W) with positive integers, got {value!r}"
+            f"{fn}: input_shape must be (C, H, W) or (B, C, H, W) with positive integers, got {value!r}"
         )
     return shape if len(shape) == 4 else (1,) + shape
 

@@ -80,6 +80,22 @@ W = torch.randn(6, 4, 3, 3)
     (lambda: MaxPool2d(2)(torch.randn(8, 8)), ValueError, ["4-D", "(8, 8)"]),
     (lambda: AvgPool2d(3, padding=2), ValueError, ["at most half", "(1, 1)"]),
     (lambda: MaxPool2d(2)([1.0]), TypeError, ["input", "tensor", "list"]),
+    # layer arguments, refused when the layer is built rather than later by torch
+    (lambda: Conv2d(4, 6, 3, stride=0), ValueError, ["Conv2d", "stride", "at least 1", "0"]),
+    (lambda: Conv2d(4, 6, 3, stride=(1, 0)), ValueError, ["Conv2d", "stride", "at least 1", "(1, 0)"]),
+    (lambda: Conv2d(4, 6, 3, padding=-1), ValueError, ["Conv2d", "padding", "at least 0", "-1"]),
+    (lambda: Conv2d(4, 6, 3, dilation=0), ValueError, ["Conv2d", "dilation", "at least 1", "0"]),
+    (lambda: Conv2d(4, 6, 0), ValueError, ["Conv2d", "kernel_size", "at least 1", "0"]),
+    (lambda: Conv2d(4, 6, 2.5), TypeError, ["Conv2d", "kernel_size", "int", "2.5"]),
+    (lambda: Conv2d("4", 6, 3), TypeError, ["Conv2d", "in_channels", "int", "'4'"]),
+    (lambda: Conv2d(4, 0, 3), ValueError, ["Conv2d", "out_channels", "at least 1", "0"]),
+    (lambda: Linear(-1, 3), ValueError, ["Linear", "in_features", "at least 1", "-1"]),
+    (lambda: Linear(3, -1), ValueError, ["Linear", "out_features", "at least 1", "-1"]),
+    (lambda: Linear(3, 2.0), TypeError, ["Linear", "out_features", "int", "2.0"]),
+    (lambda: MaxPool2d(2, stride=0), ValueError, ["MaxPool2d", "stride", "at least 1", "0"]),
+    # dtype: uint8 images get a hint to convert them
+    (lambda: Conv2d(4, 6, 3)(X.to(torch.uint8)), TypeError, ["floating-point", "torch.uint8", "images.float() / 255"]),
+    (lambda: LF.max_pool2d(X.to(torch.uint8), 2), TypeError, ["floating-point", "torch.uint8", "/ 255"]),
 ])
 def test_bad_input_names_expected_and_actual(call, error, words):
     with pytest.raises(error) as info:

@@ -1,7 +1,8 @@
 """labcode's layers as plain functions, written from scratch with tensor operations.
 
-Same names, arguments and defaults as their `torch.nn.functional` namesakes, and
-tested equal to them in output and gradient. None of them calls torch's own
+Same names, arguments and defaults as their `torch.nn.functional` namesakes (plus a
+keyword-only `check=True`: labcode's layers pass False once they have checked their
+input), and tested equal to them in output and gradient. None of them calls torch's own
 convolution, pooling, linear or attention kernels.
 
     conv.py       conv2d, conv2d_loop (the definition as loops, for reading)

@@ -8,13 +8,15 @@ is 1 where the output is positive and 0 elsewhere, at 0 included, as in torch.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from labcode import validate
 
 
 def linear(
-    input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+    input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, check: bool = True
 ) -> torch.Tensor:
     """y = input @ weight^T + bias.
 
@@ -22,23 +24,19 @@ def linear(
         input: (..., in_features).
         weight: (out_features, in_features).
         bias: (out_features,) or None.
+        check: check the arguments first; a layer that has checked its input passes False.
 
     Returns:
         (..., out_features).
     """
-    validate.linear_arguments("linear", input, weight, bias)
-    return linear_unchecked(input, weight, bias)
-
-
-def linear_unchecked(
-    input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
-) -> torch.Tensor:
-    """`linear` without the checks, for a layer that has checked its input already."""
+    if check:
+        validate.linear_arguments("linear", input, weight, bias)
     if bias is None:
         return input @ weight.t()
     if input.dim() == 2:
         return torch.addmm(bias, input, weight.t())  # (B, out), bias added inside the product
-    out = torch.addmm(bias, input.reshape(-1, weight.shape[1]), weight.t())  # (B*..., out)
+    rows = math.prod(input.shape[:-1])  # not -1: that is ambiguous for an empty input
+    out = torch.addmm(bias, input.reshape(rows, weight.shape[1]), weight.t())  # (B*..., out)
     return out.view(*input.shape[:-1], weight.shape[0])
 
 

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from labcode import validate
-from labcode.functional.sizes import conv_padding
+from labcode.functional.sizes import as_pair, conv_padding
 from labcode.validate import IntPair
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -53,6 +53,8 @@ def conv2d(
     padding: IntPair | str = 0,
     dilation: IntPair = 1,
     groups: int = 1,
+    *,
+    check: bool = True,
 ) -> torch.Tensor:
     """2-D convolution (cross-correlation, as in every deep-learning library).
 
@@ -66,50 +68,41 @@ def conv2d(
             pixel at the end, as torch does) or "full" (d(k - 1) on each side).
         dilation: spacing between kernel taps, an int or (dh, dw).
         groups: split the channels into this many independent convolutions.
+        check: check the arguments first; a layer that has checked its input passes False.
 
     Returns:
         (N, C_out, H_out, W_out), with H_out = floor((H + pads - d(kh - 1) - 1) / s) + 1.
         Float16 and bfloat16 are computed in float32 and returned in their own dtype.
     """
     fn = "conv2d"
-    stride, dilation = validate.conv2d_arguments(fn, input, weight, bias, stride, dilation, groups)
-    kernel = (weight.shape[2], weight.shape[3])
-    pads = conv_padding(fn, padding, kernel, dilation, stride)  # (top, bottom, left, right)
-    padded = (input.shape[2] + pads[0] + pads[1], input.shape[3] + pads[2] + pads[3])
-    reach = (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
-    validate.window_fits(fn, "the (dilated) kernel", reach, padded)
-    return conv2d_unchecked(input, weight, bias, stride, pads, dilation, groups)
-
-
-def conv2d_unchecked(
-    input: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    stride: tuple[int, int],
-    pads: tuple[int, int, int, int],
-    dilation: tuple[int, int],
-    groups: int,
-) -> torch.Tensor:
-    """`conv2d` without the checks, for a layer that has checked its input already.
-
-    Takes the arguments `conv2d` has turned into numbers: stride and dilation as pairs,
-    the padding as (top, bottom, left, right) pixels.
-    """
+    if check:
+        stride, dilation = validate.conv2d_arguments(fn, input, weight, bias, stride, dilation, groups)
+    else:
+        stride, dilation = as_pair(stride), as_pair(dilation)
     channels, kernel = input.shape[1], (weight.shape[2], weight.shape[3])
+    pads = conv_padding(fn, padding, kernel, dilation, stride)  # (top, bottom, left, right)
+    if check:
+        validate.kernel_fits(fn, input, kernel, dilation, pads)
+
     device_type = input.device.type
-    dtype = autocast_dtype(device_type) or _result_type(input, weight, bias)
+    dtype = autocast_dtype(device_type)
+    if dtype is None:  # outside autocast torch promotes nothing: neither do we
+        validate.same_dtype(fn, input=input, weight=weight, bias=bias)
+        dtype = input.dtype
     compute = torch.float32 if dtype in LOW_PRECISION else dtype
+    layout = _memory_format(input)
     with no_autocast(device_type):
-        x, w = input.to(compute), weight.to(compute)
-        b = None if bias is None else bias.to(compute)
+        # Round to autocast's dtype first, so we multiply the very numbers torch's kernel
+        # would; then add up in float32 (both casts are no-ops outside autocast).
+        x, w = input.to(dtype).to(compute), weight.to(dtype).to(compute)
+        b = None if bias is None else bias.to(dtype).to(compute)
         if stride == kernel and dilation == (1, 1) and groups == 1:
-            out = _patch_conv(x, w, b, pads)
+            out = _patch_conv(_KeepLayout.apply(x, layout), w, b, pads)
         elif groups == channels and channels > 1:
-            x = F.pad(x, (pads[2], pads[3], pads[0], pads[1])) if any(pads) else x
-            out = _DepthwiseConv.apply(x, w, b, stride, dilation)
+            out = _DepthwiseConv.apply(x, w, b, stride, pads, dilation)
         else:
             out = _DenseConv.apply(x, w, b, stride, pads, dilation, groups)
-        out = out.contiguous(memory_format=_memory_format(input))
+        out = out.contiguous(memory_format=layout)
     return out.to(dtype)
 
 
@@ -133,19 +126,70 @@ def no_autocast(device_type: str) -> Iterator[None]:
         yield
 
 
-def _result_type(*tensors: torch.Tensor | None) -> torch.dtype:
-    dtype = tensors[0].dtype
-    for t in tensors[1:]:
-        if t is not None:
-            dtype = torch.promote_types(dtype, t.dtype)
-    return dtype
-
-
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
     """Keep the caller's layout: channels-last in, channels-last out, as torch does."""
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         return torch.channels_last
     return torch.contiguous_format
+
+
+def _in_layout(grad: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:
+    """A gradient laid out like its input (a fresh copy unless it already is).
+
+    Gradients read back through a slice or a permutation have unusual strides, and some
+    of torch's kernels miscompute on those: the CPU batch-norm backward at batch size 1
+    gave an input gradient off by more than its own size.
+    """
+    return grad.contiguous(memory_format=layout)
+
+
+class _KeepLayout(torch.autograd.Function):
+    """Identity forward; the backward hands the gradient back in the input's layout."""
+
+    @staticmethod
+    def forward(ctx, x, layout):
+        ctx.layout = layout
+        return x.view_as(x)  # only ever read, never modified in place
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _in_layout(grad, ctx.layout), None
+
+
+def _conv_reference(x, weight, stride, pads, dilation, groups):
+    """The same convolution from differentiable tensor operations only: unfold the windows
+    and take one product. Slower, but autograd can differentiate its gradient again (a
+    gradient penalty needs that), so the hand-written backward passes use it then."""
+    n, c, _, _ = x.shape
+    o, cg, kh, kw = weight.shape
+    x = F.pad(x, (pads[2], pads[3], pads[0], pads[1]))
+    reach = (dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)
+    windows = x.unfold(2, reach[0], stride[0]).unfold(3, reach[1], stride[1])  # (N, C, Ho, Wo, rh, rw)
+    windows = windows[..., :: dilation[0], :: dilation[1]]  # (N, C, Ho, Wo, kh, kw)
+    ho, wo = windows.shape[2], windows.shape[3]
+    windows = windows.reshape(n, groups, cg, ho, wo, kh, kw)
+    wg = weight.reshape(groups, o // groups, cg, kh, kw)
+    out = torch.einsum("ngchwij,gocij->ngohw", windows, wg)  # (N, G, Og, Ho, Wo)
+    return out.reshape(n, o, ho, wo)
+
+
+def _differentiable_grads(ctx, grad_out, x, weight, stride, pads, dilation, groups):
+    """(grad_x, grad_w, grad_b) as differentiable functions of x, weight and grad_out.
+
+    Used when the backward pass itself is recorded (create_graph=True): autograd
+    differentiates `_conv_reference`, whose every step it can differentiate once more.
+    """
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    wanted = [t for t, need in ((x, need_x), (weight, need_w)) if need]
+    grads = []
+    if wanted:
+        with torch.enable_grad():
+            out = _conv_reference(x, weight, stride, pads, dilation, groups)
+            grads = list(torch.autograd.grad(out, wanted, grad_out, create_graph=True))
+    grad_x = _in_layout(grads.pop(0), ctx.layout) if need_x else None
+    grad_w = grads.pop(0) if need_w else None
+    grad_b = grad_out.sum((0, 2, 3)) if need_b else None
+    return grad_x, grad_w, grad_b
 
 
 def _out_size(size: int, kernel: int, stride: int, dilation: int) -> int:
@@ -197,7 +241,11 @@ class _DenseConv(torch.autograd.Function):
         xg[:, :, top: top + h, left: left + w] = x.view(n, g, cg, h, w).permute(1, 0, 3, 4, 2)
         wg = weight.view(g, og, cg, kh, kw).permute(0, 3, 4, 2, 1)  # (G, kh, kw, Cg, Og)
         wg = wg.reshape(g, kh * kw * cg, og)  # tap-major rows, matching im2col's columns
-        out = x.new_empty((g, m, og))  # (G, N*Ho*Wo, Og), a fresh buffer: never the bias's memory
+        # The output, channels-last: (N, Ho, Wo, G, Og) in memory, written through a
+        # (G, N*Ho*Wo, Og) view. A fresh tensor (never the bias's memory), and returned
+        # itself rather than a view of it: a caller may modify it in place (relu_).
+        result = torch.empty((n, o) + out_hw, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+        out = result.permute(0, 2, 3, 1).view(m, g, og).transpose(0, 1)  # (G, N*Ho*Wo, Og)
         if bias is None:
             out.zero_()
         else:
@@ -207,16 +255,18 @@ class _DenseConv(torch.autograd.Function):
             # inner dimension, far better than with kh*kw thin products of Cg terms.
             for k in range(g):  # cols[k]: (chunk pixels, kh*kw*Cg)
                 out[k, rows].addmm_(cols[k], wg[k])
-        ctx.save_for_backward(xg, wg)
+        ctx.save_for_backward(xg, wg, x, weight)  # x, weight: for a second derivative
         ctx.conf = (x.shape, (kh, kw), stride, pads, dilation, out_hw, bias is not None)
-        out = out.view(g, n, out_hw[0], out_hw[1], og).permute(1, 0, 4, 2, 3)  # (N, G, Og, Ho, Wo)
-        return out.reshape(n, o, out_hw[0], out_hw[1])
+        ctx.layout, ctx.weight_layout = _memory_format(x), _memory_format(weight)
+        return result  # (N, O, Ho, Wo), channels-last
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        xg, wg = ctx.saved_tensors
+        xg, wg, x, weight = ctx.saved_tensors
         (n, c, h, w), (kh, kw), stride, pads, dilation, out_hw, has_bias = ctx.conf
+        if torch.is_grad_enabled():  # create_graph=True: the gradient must be differentiable
+            grads = _differentiable_grads(ctx, grad_out, x, weight, stride, pads, dilation, wg.shape[0])
+            return grads + (None, None, None, None)
         g, _, og = wg.shape
         cg = c // g
         m = n * out_hw[0] * out_hw[1]
@@ -232,6 +282,7 @@ class _DenseConv(torch.autograd.Function):
                 for k in range(g):  # grad^T @ windows: the faster orientation for BLAS here
                     gw[k].addmm_(grad[k, rows].t(), cols[k])
             grad_w = gw.view(g, og, kh, kw, cg).permute(0, 1, 4, 2, 3).reshape(g * og, cg, kh, kw)
+            grad_w = _in_layout(grad_w, ctx.weight_layout)
         if ctx.needs_input_grad[0]:
             # dL/dx: every window sends grad @ W_ij^T back to the pixels it read.
             gxg = torch.zeros_like(xg)  # (G, N, Hp, Wp, Cg)
@@ -246,7 +297,7 @@ class _DenseConv(torch.autograd.Function):
                 for i in range(kh):
                     for j in range(kw):
                         _tap(target, i, j, out_hw, stride, dilation).add_(grad_cols[:, :, :, :, i, j])
-            grad_x = _ungroup(gxg, pads, (h, w))
+            grad_x = _in_layout(_ungroup(gxg, pads, (h, w)), ctx.layout)
         return grad_x, grad_w, grad_b, None, None, None, None
 
 
@@ -322,12 +373,13 @@ class _DepthwiseConv(torch.autograd.Function):
     """One kernel per channel: kh * kw element-wise multiply-adds of shifted inputs."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, stride, dilation):
-        n, c, hp, wp = x.shape  # already padded
+    def forward(ctx, x, weight, bias, stride, pads, dilation):
+        xp = F.pad(x, (pads[2], pads[3], pads[0], pads[1])) if any(pads) else x
+        n, c, hp, wp = xp.shape
         o, _, kh, kw = weight.shape
         multiplier = o // c
         # Output channel k reads input channel k // multiplier.
-        xr = x if multiplier == 1 else x.repeat_interleave(multiplier, dim=1)  # (N, O, Hp, Wp)
+        xr = xp if multiplier == 1 else xp.repeat_interleave(multiplier, dim=1)  # (N, O, Hp, Wp)
         out_hw = (_out_size(hp, kh, stride[0], dilation[0]), _out_size(wp, kw, stride[1], dilation[1]))
         out = torch.empty((n, o) + out_hw, dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
         if bias is None:
@@ -338,17 +390,20 @@ class _DepthwiseConv(torch.autograd.Function):
         for i in range(kh):
             for j in range(kw):
                 out.addcmul_(_tap_nchw(xr, i, j, out_hw, stride, dilation), taps[i, j])
-        ctx.save_for_backward(xr, taps)
-        ctx.conf = (x.shape, weight.shape, stride, dilation, out_hw, bias is not None)
+        ctx.save_for_backward(xr, taps, x, weight)  # x, weight: for a second derivative
+        ctx.conf = (xp.shape, weight.shape, stride, pads, dilation, out_hw, bias is not None)
+        ctx.layout = _memory_format(x)
         return out
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        xr, taps = ctx.saved_tensors
-        x_shape, w_shape, stride, dilation, out_hw, has_bias = ctx.conf
-        n, c, hp, wp = x_shape
+        xr, taps, x, weight = ctx.saved_tensors
+        x_shape, w_shape, stride, pads, dilation, out_hw, has_bias = ctx.conf
+        n, c, hp, wp = x_shape  # padded
         o, _, kh, kw = w_shape
+        if torch.is_grad_enabled():  # create_graph=True: the gradient must be differentiable
+            grads = _differentiable_grads(ctx, grad_out, x, weight, stride, pads, dilation, c)
+            return grads + (None, None, None)
         grad_x = grad_w = grad_b = None
         if has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_out.sum((0, 2, 3))
@@ -360,15 +415,17 @@ class _DepthwiseConv(torch.autograd.Function):
                     window = _tap_nchw(xr, i, j, out_hw, stride, dilation)
                     torch.mul(grad_out, window, out=product)  # (N, O, Ho, Wo)
                     # sum over pixels (a contiguous run), then over the batch
-                    gw[i, j] = product.view(n, o, -1).sum(2).sum(0)
+                    gw[i, j] = product.view(n, o, out_hw[0] * out_hw[1]).sum(2).sum(0)
             grad_w = gw.view(kh * kw, o).t().reshape(w_shape)
         if ctx.needs_input_grad[0]:
             gx = torch.zeros_like(xr)  # (N, O, Hp, Wp)
             for i in range(kh):
                 for j in range(kw):
                     _tap_nchw(gx, i, j, out_hw, stride, dilation).addcmul_(grad_out, taps[i, j])
-            grad_x = gx if o == c else gx.view(n, c, o // c, hp, wp).sum(2)
-        return grad_x, grad_w, grad_b, None, None
+            grad_x = gx if o == c else gx.reshape(n, c, o // c, hp, wp).sum(2)
+            top, bottom, left, right = pads
+            grad_x = _in_layout(grad_x[:, :, top: hp - bottom, left: wp - right], ctx.layout)
+        return grad_x, grad_w, grad_b, None, None, None
 
 
 def _tap_nchw(x, i, j, out_hw, stride, dilation):

@@ -18,11 +18,13 @@ import torch
 import torch.nn.functional as F
 
 from labcode import validate
+from labcode.functional.sizes import as_pair
 from labcode.validate import IntPair
 
 
 def max_pool2d(
     input: torch.Tensor, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0,
+    *, check: bool = True,
 ) -> torch.Tensor:
     """2-D max pooling; padding counts as minus infinity.
 
@@ -31,18 +33,16 @@ def max_pool2d(
         kernel_size: window size, an int or (kh, kw).
         stride: step between windows; defaults to kernel_size.
         padding: pixels added on each side, at most half the window (as in torch).
+        check: check the arguments first; a layer that has checked its input passes False.
 
     Returns:
         (N, C, H_out, W_out), H_out = floor((H + 2p - kh) / s) + 1.
     """
-    kernel, stride, padding = _check("max_pool2d", input, kernel_size, stride, padding)
-    return max_pool2d_unchecked(input, kernel, stride, padding)
-
-
-def max_pool2d_unchecked(
-    input: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
-) -> torch.Tensor:
-    """`max_pool2d` without the checks, for a layer that has checked its input already."""
+    if check:
+        kernel, stride, padding = validate.pool_input("max_pool2d", input, kernel_size, stride, padding)
+    else:
+        kernel, padding = as_pair(kernel_size), as_pair(padding)
+        stride = kernel if stride is None else as_pair(stride)
     x = input
     if any(padding):
         x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]), value=float("-inf"))
@@ -51,6 +51,7 @@ def max_pool2d_unchecked(
 
 def avg_pool2d(
     input: torch.Tensor, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0,
+    *, check: bool = True,
 ) -> torch.Tensor:
     """2-D average pooling; padding counts as zeros in the mean (torch's default).
 
@@ -59,33 +60,20 @@ def avg_pool2d(
         kernel_size: window size, an int or (kh, kw).
         stride: step between windows; defaults to kernel_size.
         padding: zeros added on each side, at most half the window (as in torch).
+        check: check the arguments first; a layer that has checked its input passes False.
 
     Returns:
         (N, C, H_out, W_out), H_out = floor((H + 2p - kh) / s) + 1.
     """
-    kernel, stride, padding = _check("avg_pool2d", input, kernel_size, stride, padding)
-    return avg_pool2d_unchecked(input, kernel, stride, padding)
-
-
-def avg_pool2d_unchecked(
-    input: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
-) -> torch.Tensor:
-    """`avg_pool2d` without the checks, for a layer that has checked its input already."""
+    if check:
+        kernel, stride, padding = validate.pool_input("avg_pool2d", input, kernel_size, stride, padding)
+    else:
+        kernel, padding = as_pair(kernel_size), as_pair(padding)
+        stride = kernel if stride is None else as_pair(stride)
     x = input
     if any(padding):
         x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
     return _AvgPool.apply(x, kernel, stride)
-
-
-def _check(fn, input, kernel_size, stride, padding):
-    """Check the input and the window; return (kernel, stride, padding) as pairs."""
-    validate.tensor(fn, "input", input)
-    validate.rank(fn, "input", input, 4, "(N, C, H, W)")
-    validate.floating(fn, "input", input)
-    kernel, stride, padding = validate.pool_arguments(fn, kernel_size, stride, padding)
-    padded = (input.shape[2] + 2 * padding[0], input.shape[3] + 2 * padding[1])
-    validate.window_fits(fn, "the pooling window", kernel, padded)
-    return kernel, stride, padding
 
 
 def _columns(x, j, size, stride):

@@ -98,3 +98,8 @@ def conv_padding(
         return top, bottom, left, right
     ph, pw = validate.pair(fn, "padding", padding, minimum=0)
     return ph, ph, pw, pw
+
+
+def as_pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """An int or a pair of ints as (h, w), for arguments already checked."""
+    return (value, value) if isinstance(value, int) else (value[0], value[1])

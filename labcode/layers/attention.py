@@ -21,9 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import labcode.functional as LF
 from labcode import validate
-from labcode.functional.attention import attention_weights_unchecked, scaled_dot_product_attention_unchecked
-from labcode.functional.basic import linear_unchecked
 from labcode.layers.backend import Switchable
 from labcode.layers.conv import Conv2d, Linear
 from labcode.validate import ChecksInput
@@ -80,7 +79,7 @@ class MultiHeadSelfAttention(nn.Module, Switchable, ChecksInput):
     def attention_weights(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """softmax(Q K^T / sqrt(d)) for every head: (B, h, N, d) twice -> (B, h, N, N)."""
         if self.scratch:
-            return attention_weights_unchecked(q, k)
+            return LF.attention_weights(q, k, check=False)
         scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, h, N, N)
         return torch.softmax(scores, dim=-1)
 
@@ -101,8 +100,10 @@ class MultiHeadSelfAttention(nn.Module, Switchable, ChecksInput):
         h, d = self.num_heads, self.head_dim
         p = self.dropout if self.training else 0.0
 
-        linear = linear_unchecked if self.scratch else F.linear
-        qkv = linear(x, self.in_proj_weight, self.in_proj_bias)  # (B, N, 3D)
+        if self.scratch:
+            qkv = LF.linear(x, self.in_proj_weight, self.in_proj_bias, check=False)  # (B, N, 3D)
+        else:
+            qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # (B, N, 3D)
         q, k, v = qkv.chunk(3, dim=-1)  # 3 x (B, N, D)
         q = q.reshape(B, N, h, d).transpose(1, 2)  # (B, h, N, d)
         k = k.reshape(B, N, h, d).transpose(1, 2)  # (B, h, N, d)
@@ -112,7 +113,7 @@ class MultiHeadSelfAttention(nn.Module, Switchable, ChecksInput):
             weights = self.attention_weights(q, k)  # (B, h, N, N)
             out = F.dropout(weights, p=p) @ v  # (B, h, N, d)
         elif self.scratch:
-            out = scaled_dot_product_attention_unchecked(q, k, v, dropout_p=p)  # (B, h, N, d)
+            out = LF.scaled_dot_product_attention(q, k, v, dropout_p=p, check=False)  # (B, h, N, d)
         else:
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, h, N, d)
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+import labcode.functional as LF
 from labcode import validate
-from labcode.functional.basic import linear_unchecked
-from labcode.functional.conv import conv2d_unchecked
 from labcode.functional.sizes import conv_padding, padding_amount
 from labcode.layers.backend import Switchable
 from labcode.validate import ChecksInput, IntPair
@@ -73,17 +72,14 @@ class Conv2d(nn.Conv2d, Switchable, ChecksInput):
         if self.check_input:
             validate.image_batch("Conv2d", input, self.in_channels)
             pads = conv_padding("Conv2d", self.padding, self.kernel_size, self.dilation, self.stride)
-            padded = (input.shape[2] + pads[0] + pads[1], input.shape[3] + pads[2] + pads[3])
-            reach = tuple(d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation))
-            validate.window_fits("Conv2d", "the (dilated) kernel", reach, padded)
+            validate.kernel_fits("Conv2d", input, self.kernel_size, self.dilation, pads)
         return self.convolve(input)
 
     def convolve(self, input: torch.Tensor) -> torch.Tensor:
         """The convolution alone, on an input already checked."""
         if self.scratch:
-            pads = conv_padding("Conv2d", self.padding, self.kernel_size, self.dilation, self.stride)
-            return conv2d_unchecked(input, self.weight, self.bias, self.stride, pads,
-                                    self.dilation, self.groups)
+            return LF.conv2d(input, self.weight, self.bias, self.stride, self.padding,
+                             self.dilation, self.groups, check=False)
         return super().forward(input)
 
 
@@ -108,5 +104,5 @@ class Linear(nn.Linear, Switchable, ChecksInput):
         if self.check_input:
             validate.features("Linear", input, self.in_features)
         if self.scratch:
-            return linear_unchecked(input, self.weight, self.bias)
+            return LF.linear(input, self.weight, self.bias, check=False)
         return super().forward(input)

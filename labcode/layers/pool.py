@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+import labcode.functional as LF
 from labcode import validate
-from labcode.functional.pool import avg_pool2d_unchecked, max_pool2d_unchecked
 from labcode.layers.backend import Switchable
 from labcode.validate import ChecksInput, IntPair
 
@@ -31,9 +31,9 @@ class MaxPool2d(nn.MaxPool2d, Switchable, ChecksInput):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if self.check_input:
-            validate.image_batch("MaxPool2d", input)
+            validate.pool_input("MaxPool2d", input, self.kernel_size, self.stride, self.padding)
         if self.scratch:
-            return _scratch_pool(self, "MaxPool2d", max_pool2d_unchecked, input)
+            return LF.max_pool2d(input, self.kernel_size, self.stride, self.padding, check=False)
         return super().forward(input)
 
 
@@ -52,16 +52,7 @@ class AvgPool2d(nn.AvgPool2d, Switchable, ChecksInput):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if self.check_input:
-            validate.image_batch("AvgPool2d", input)
+            validate.pool_input("AvgPool2d", input, self.kernel_size, self.stride, self.padding)
         if self.scratch:
-            return _scratch_pool(self, "AvgPool2d", avg_pool2d_unchecked, input)
+            return LF.avg_pool2d(input, self.kernel_size, self.stride, self.padding, check=False)
         return super().forward(input)
-
-
-def _scratch_pool(layer: nn.Module, name: str, pool, input: torch.Tensor) -> torch.Tensor:
-    """Pool with labcode's kernel; a layer that checks its input also checks the window fits."""
-    kernel, stride, padding = validate.pool_arguments(name, layer.kernel_size, layer.stride, layer.padding)
-    if layer.check_input:
-        padded = (input.shape[2] + 2 * padding[0], input.shape[3] + 2 * padding[1])
-        validate.window_fits(name, "the pooling window", kernel, padded)
-    return pool(input, kernel, stride, padding)

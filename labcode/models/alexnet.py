@@ -25,6 +25,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from labcode import validate
 from labcode.layers.conv import Conv2d, Linear
 from labcode.layers.pool import MaxPool2d
 
@@ -99,23 +100,6 @@ def conv_table(convs: Sequence[ConvLayer] = PAPER_2012_CONVS, in_channels: int =
     return rows
 
 
-def check_num_classes(num_classes: int) -> None:
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
-
-
-def check_image_batch(x: Tensor, in_channels: int, model: str) -> None:
-    """Raise ValueError unless `x` is a (B, in_channels, H, W) tensor."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{model}: input must be a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != 4:
-        raise ValueError(f"{model}: input must be 4-D (B, C, H, W), got shape {tuple(x.shape)}")
-    if x.shape[1] != in_channels:
-        raise ValueError(
-            f"{model}: expected {in_channels} input channels, got {x.shape[1]} (input shape {tuple(x.shape)})"
-        )
-
-
 class AlexNet(nn.Module):
     """AlexNet built from a table of conv rows; by default torchvision's alexnet.
 
@@ -138,9 +122,11 @@ class AlexNet(nn.Module):
         hidden: int = 4096,
     ) -> None:
         super().__init__()
-        check_num_classes(num_classes)
-        if in_channels < 1:
-            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+        name = type(self).__name__
+        for arg, value in (("num_classes", num_classes), ("in_channels", in_channels),
+                           ("pool_size", pool_size), ("hidden", hidden)):
+            validate.positive_int(name, arg, value)
+        validate.probability(name, "dropout", dropout)
         self.in_channels = in_channels
         self.convs = list(convs)
         layers: list[nn.Module] = []
@@ -167,9 +153,10 @@ class AlexNet(nn.Module):
             nn.ReLU(inplace=True),
             Linear(hidden, num_classes),
         )
+        validate.trust_inner_layers(self)  # forward checks the batch once
 
     def forward(self, x: Tensor) -> Tensor:
-        check_image_batch(x, self.in_channels, type(self).__name__)
+        validate.image_batch(type(self).__name__, x, self.in_channels)
         x = self.features(x)  # (B, 256, 6, 6) at 224 px
         x = self.avgpool(x)  # (B, C, pool_size, pool_size)
         x = torch.flatten(x, 1)  # (B, C * pool_size * pool_size)

@@ -24,6 +24,7 @@ from typing import Literal, overload
 import torch
 from torch import nn
 
+from labcode import validate
 from labcode.layers.attention import MultiHeadSelfAttention, PatchEmbedding
 from labcode.layers.conv import Linear
 
@@ -191,6 +192,11 @@ class VisionTransformer(nn.Module):
         super().__init__()
         if not isinstance(config, ViTConfig):
             raise TypeError(f"VisionTransformer: config must be a ViTConfig, got {type(config).__name__}")
+        for name in ("image_size", "patch_size", "num_layers", "num_heads", "hidden_dim", "mlp_dim",
+                     "in_channels", "num_classes"):
+            validate.positive_int("VisionTransformer", name, getattr(config, name))
+        for name in ("dropout", "attention_dropout"):
+            validate.probability("VisionTransformer", name, getattr(config, name))
         if config.image_size % config.patch_size != 0:
             raise ValueError(
                 f"VisionTransformer: image_size={config.image_size} must be divisible by "
@@ -205,6 +211,7 @@ class VisionTransformer(nn.Module):
         self.encoder = Encoder(config)
         self.heads = nn.Sequential(OrderedDict(head=Linear(config.hidden_dim, config.num_classes)))
         self._init_weights()
+        validate.trust_inner_layers(self)  # tokens() checks the images once
 
     def _init_weights(self) -> None:
         # torchvision's choices: fan-in scaled patch projection, zero classifier.
@@ -214,19 +221,9 @@ class VisionTransformer(nn.Module):
         nn.init.zeros_(self.heads.head.weight)
         nn.init.zeros_(self.heads.head.bias)
 
-    def _check_input(self, images: torch.Tensor) -> None:
-        c, s = self.config.in_channels, self.image_size
-        if not isinstance(images, torch.Tensor):
-            raise TypeError(f"VisionTransformer: input must be a torch.Tensor, got {type(images).__name__}")
-        if images.dim() != 4 or tuple(images.shape[1:]) != (c, s, s):
-            raise ValueError(
-                f"VisionTransformer: expected images of shape (B, {c}, {s}, {s}), "
-                f"got {tuple(images.shape)}"
-            )
-
     def tokens(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) -> the encoder's input without positions, (B, N+1, D)."""
-        self._check_input(images)
+        validate.image_batch("VisionTransformer", images, self.config.in_channels, self.image_size)
         x = self.conv_proj(images)  # (B, C, H, W) -> (B, D, H/p, W/p) -> (B, N, D)
         cls = self.class_token.expand(x.shape[0], -1, -1)  # (B, 1, D)
         return torch.cat([cls, x], dim=1)  # (B, N+1, D)
@@ -310,6 +307,7 @@ def vit_small(num_classes: int = 10, image_size: int = 28, in_channels: int = 1,
         dropout, attention_dropout: dropout rates, as in ViTConfig.
     """
     if patch_size is None:
+        validate.positive_int("vit_small", "image_size", image_size)
         patch_size = 7 if image_size % 7 == 0 else 4
     return VisionTransformer(ViTConfig(
         image_size=image_size, patch_size=patch_size, num_layers=num_layers, num_heads=num_heads,
