@@ -17,7 +17,11 @@ Every comparison in the book follows the same recipe, and this module holds its 
 - `pick_learning_rate` tries a few learning rates and keeps the one with the best
   validation score, as each model deserves its own.
 - `steps_to` reads off when a training curve first reaches a target, for "how much
-  sooner" comparisons (AlexNet's ReLU against tanh, Krizhevsky et al., NeurIPS 2012, fig. 1).
+  sooner" comparisons (AlexNet's ReLU against tanh, Krizhevsky et al., NeurIPS 2012, fig. 1);
+  `error_curve` records such a curve with `labcode.train.fit`.
+- `fit_best` trains until the validation accuracy stops improving (early stopping) and
+  keeps the weights of the best epoch, so that two models are compared at convergence
+  rather than at an arbitrary number of epochs.
 
 Reference for the statistics: Student's t-distribution for a mean of a few paired
 differences (e.g. Wasserman, "All of Statistics", 2004, ch. 10). Dietterich, "Approximate
@@ -32,6 +36,7 @@ from typing import Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 import torch
+from torch import nn
 
 from labcode.data.offline import ImageSet
 
@@ -209,3 +214,66 @@ def steps_to(steps: Sequence[float], errors: Sequence[float], target: float) -> 
         return float(x[0])
     # straight line between the last point above the target and the first at or below it
     return float(np.interp(target, [e[i], e[i - 1]], [x[i], x[i - 1]]))
+
+
+def error_curve(model: nn.Module, train_data: Iterable, probe: Iterable, *,
+                optimizer: torch.optim.Optimizer, steps: int, every: int,
+                stop_below: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Train `model` and measure its error on `probe` every `every` optimizer steps.
+
+    Args:
+        model, train_data, optimizer: as for `labcode.train.fit`.
+        probe: the images the error is measured on (e.g. a fixed sample of the training
+            images, without augmentation).
+        steps: optimizer steps in all.
+        every: steps between two measurements.
+        stop_below: stop early once the error is at or below this value.
+
+    Returns:
+        (steps taken at each measurement, error at each measurement).
+    """
+    from labcode.train import evaluate, fit
+
+    for name, value in (("steps", steps), ("every", every)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"error_curve: {name} must be a positive int, got {value!r}")
+    done, points, errors = 0, [], []
+    while done < steps:
+        chunk = min(every, steps - done)
+        fit(model, train_data, epochs=1, max_steps=chunk, optimizer=optimizer, progress=False)
+        done += chunk
+        points.append(done)
+        errors.append(1.0 - evaluate(model, probe)[1])
+        if stop_below is not None and errors[-1] <= stop_below:
+            break
+    return np.array(points, dtype=float), np.array(errors)
+
+
+def fit_best(model: nn.Module, train_data: Iterable, val_data: Iterable, *,
+             optimizer: torch.optim.Optimizer, max_epochs: int,
+             patience: int) -> dict[str, list[float] | int | float]:
+    """Train one epoch at a time until the validation accuracy has not improved for
+    `patience` epochs (or `max_epochs` is reached), then restore the best epoch's weights.
+
+    Returns:
+        {"train_acc": per epoch, measured during training; "val_acc": per epoch;
+         "best_epoch": 1-based; "best_val_acc": the validation accuracy of the kept weights}.
+    """
+    from labcode.train import evaluate, fit
+
+    for name, value in (("max_epochs", max_epochs), ("patience", patience)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"fit_best: {name} must be a positive int, got {value!r}")
+    train_acc, val_acc, best_state, best_epoch = [], [], None, 0
+    for epoch in range(1, max_epochs + 1):
+        history = fit(model, train_data, epochs=1, optimizer=optimizer, progress=False)
+        train_acc.append(history.train_acc[-1])
+        val_acc.append(evaluate(model, val_data)[1])
+        if best_state is None or val_acc[-1] > val_acc[best_epoch - 1]:
+            best_epoch = epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif epoch - best_epoch >= patience:
+            break
+    model.load_state_dict(best_state)
+    return {"train_acc": train_acc, "val_acc": val_acc, "best_epoch": best_epoch,
+            "best_val_acc": val_acc[best_epoch - 1]}

@@ -146,3 +146,52 @@ def test_steps_to_interpolates_and_says_never():
         steps_to([1, 1, 2], [0.3, 0.2, 0.1], 0.2)
     with pytest.raises(ValueError, match="equally long"):
         steps_to([1, 2], [0.3], 0.2)
+
+
+def tiny_problem(n=96, seed=0):
+    from labcode.data import GPULoader
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 1, 4, 4), dtype=torch.uint8, generator=g)
+    labels = (images[:, 0, :, :2].float().mean((1, 2)) > images[:, 0, :, 2:].float().mean((1, 2))).long()
+    train = GPULoader(images, labels, batch_size=16, seed=seed, device="cpu")
+    probe = GPULoader(images, labels, batch_size=n, shuffle=False, device="cpu",
+                      mean=train.mean, std=train.std)
+    return train, probe
+
+
+def test_error_curve_measures_every_few_steps_and_stops_early():
+    from labcode.experiments import error_curve
+    torch.manual_seed(0)
+    train, probe = tiny_problem()
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    steps, errors = error_curve(model, train, probe, optimizer=opt, steps=25, every=10)
+    assert steps.tolist() == [10, 20, 25]
+    assert errors[-1] < 0.3 and ((0 <= errors) & (errors <= 1)).all()
+    # the last measurement is the model's error on the probe now
+    from labcode.train import evaluate
+    assert errors[-1] == pytest.approx(1 - evaluate(model, probe)[1])
+    steps2, errors2 = error_curve(model, train, probe, optimizer=opt, steps=100, every=5,
+                                  stop_below=1.0)
+    assert steps2.tolist() == [5]
+    with pytest.raises(ValueError, match="every must be a positive int, got 0"):
+        error_curve(model, train, probe, optimizer=opt, steps=10, every=0)
+
+
+def test_fit_best_keeps_the_best_epoch_and_stops_after_patience():
+    from labcode.experiments import fit_best
+    from labcode.train import evaluate
+    torch.manual_seed(0)
+    train, probe = tiny_problem()
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
+    # a learning rate so large that the validation accuracy jumps around
+    opt = torch.optim.SGD(model.parameters(), lr=5.0)
+    result = fit_best(model, train, probe, optimizer=opt, max_epochs=12, patience=3)
+    vals, best = result["val_acc"], result["best_epoch"]
+    assert vals[best - 1] == max(vals) == result["best_val_acc"]
+    assert vals.index(max(vals)) + 1 == best            # the first best epoch is kept
+    assert len(vals) == 12 or len(vals) - best == 3     # stopped after 3 epochs without gain
+    assert len(result["train_acc"]) == len(vals)
+    assert evaluate(model, probe)[1] == pytest.approx(result["best_val_acc"])   # weights restored
+    with pytest.raises(ValueError, match="patience must be a positive int, got 0"):
+        fit_best(model, train, probe, optimizer=opt, max_epochs=3, patience=0)
