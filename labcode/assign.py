@@ -104,9 +104,18 @@ def render(source: str | os.PathLike) -> str:
 def assign(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike) -> list[Path]:
     """Write the student notebook of each source into out_dir; return the paths written."""
     out = Path(out_dir)
+    sources = [Path(s) for s in sources]
+    targets: dict[str, Path] = {}
+    for source in sources:  # two sources with one student name would overwrite each other
+        name = student_name(source)
+        if name in targets and targets[name].resolve() != source.resolve():
+            raise ValueError(
+                f"labcode assign: {targets[name]} and {source} would both be written to {out / name}; "
+                "run assign once per source with its own --out folder (e.g. the source's own folder)")
+        targets[name] = source
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for source in sources:
+    for source in dict.fromkeys(sources):
         source = Path(source)
         target = out / student_name(source)
         if target.resolve() == source.resolve():
@@ -157,10 +166,17 @@ def assert_up_to_date(source: str | os.PathLike, student: str | os.PathLike) -> 
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write text to path through a temporary file in the same directory and os.replace."""
+    """Write text to path through a temporary file in the same directory and os.replace.
+
+    The file gets the permissions a plain open() would give it (0666 less the umask), not
+    the owner-only ones of a temporary file.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
         os.replace(tmp, path)

@@ -3,9 +3,10 @@
     labcode assign chapters/conv_solutions.ipynb --out student/
     labcode assign chapters/*_solutions.ipynb --out chapters/ --check    # exit 1 if any is stale
     labcode grade submissions/*.ipynb --source chapters/conv_solutions.ipynb \\
-        --out grades.csv --feedback feedback/ --timeout 120
+        --out grades.csv --feedback feedback/ --timeout 120 --jobs 2 [--resume]
 
-Grading runs the students' code: run it in a container or VM when submissions are untrusted.
+Each submission runs in a bubblewrap sandbox (labcode.sandbox); without bubblewrap,
+grading refuses unless given --no-sandbox.
 """
 from __future__ import annotations
 
@@ -15,9 +16,13 @@ from pathlib import Path
 from typing import Sequence
 
 GRADE_WARNING = (
-    "WARNING: grading runs each submitted notebook's code with your rights on this machine. "
-    "For untrusted submissions, run it inside a container or a virtual machine with no "
-    "secrets and no network."
+    "Each submission runs in a bubblewrap sandbox: read-only system, no network, no access to the other "
+    "submissions, the source or the grades. It can still read files the system makes readable to all; "
+    "for more, run grading inside a container or a virtual machine with no secrets."
+)
+UNSANDBOXED_WARNING = (
+    "WARNING: --no-sandbox: each submitted notebook runs with your rights on this machine and can read or "
+    "change your files, the other submissions and the grades. Every row says NOT SANDBOXED."
 )
 
 
@@ -41,11 +46,18 @@ def _parser() -> argparse.ArgumentParser:
                     "copy of labcode.checks and write one CSV row per submission. " + GRADE_WARNING)
     grade.add_argument("submissions", nargs="+", type=Path, help="submitted notebooks")
     grade.add_argument("--out", required=True, type=Path, help="CSV file to write (atomically)")
-    grade.add_argument("--source", type=Path,
-                       help="solution notebook that defines the exercises and points (recommended)")
+    grade.add_argument("--source", type=Path, required=True,
+                       help="solution notebook that defines the exercises and points")
     grade.add_argument("--timeout", type=float, default=120.0, help="seconds each notebook may run (default 120)")
     grade.add_argument("--feedback", type=Path, help="directory for one JSON feedback file per submission")
-    grade.add_argument("--kernel", help="Jupyter kernel name (default: this Python's ipykernel)")
+    grade.add_argument("--jobs", type=int, default=1, help="submissions graded at a time (default 1)")
+    grade.add_argument("--resume", action="store_true",
+                       help="keep the rows --out already holds and grade only the other submissions")
+    grade.add_argument("--memory", type=float, default=8.0,
+                       help="GiB of address space each process of a submission may use (default 8)")
+    grade.add_argument("--seed", type=int, help="seed for the checks' inputs (default: a fresh secret one)")
+    grade.add_argument("--no-sandbox", action="store_true",
+                       help="run submissions without bubblewrap, with your rights (every row says so)")
     grade.add_argument("--quiet", action="store_true", help="print nothing per submission")
     return parser
 
@@ -88,10 +100,16 @@ def _grade(args: argparse.Namespace) -> int:
 
     # nbclient leaves a cancelled output poller behind after a timed-out cell; asyncio would log it.
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-    print(GRADE_WARNING, file=sys.stderr)
+    print(UNSANDBOXED_WARNING if args.no_sandbox else GRADE_WARNING, file=sys.stderr)
+    if args.jobs < 1 or args.memory <= 0:
+        print(f"labcode grade: --jobs must be >= 1 and --memory > 0, got {args.jobs} and {args.memory:g}",
+              file=sys.stderr)
+        return 2
     try:
         grades = grading.grade_all(args.submissions, args.out, source=args.source, timeout=args.timeout,
-                                   feedback_dir=args.feedback, kernel_name=args.kernel, progress=not args.quiet)
+                                   feedback_dir=args.feedback, progress=not args.quiet, jobs=args.jobs,
+                                   resume=args.resume, sandboxed=not args.no_sandbox, seed=args.seed,
+                                   memory=int(args.memory * (1 << 30)))
     except (OSError, ValueError) as error:
         print(f"labcode grade: {error}", file=sys.stderr)
         return 2

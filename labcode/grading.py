@@ -1,47 +1,46 @@
-"""Grade submitted notebooks: run each one, then check its functions from the grader's side.
-
-WARNING: grading runs the students' code, with your user's rights, on your machine.
-When submissions are untrusted, run `labcode grade` inside a container or a virtual
-machine that has no secrets, no network and nothing you would miss.
+"""Grade submitted notebooks: each runs in its own sandbox; every decision is taken outside it.
 
 How a submission is graded
 --------------------------
-1. The notebook runs top to bottom in a fresh Python kernel (nbclient, allow_errors=True:
-   a cell that raises does not stop the rest), in the submission's folder, within a
-   per-notebook time limit (kernel start not counted); a cell that runs past it is
-   interrupted and later cells are skipped. The kernel is this Python's ipykernel
-   (`sys.executable -m ipykernel_launcher`), so no kernelspec needs installing.
-2. In the same kernel, the grader loads its own copy of `labcode/checks/calling.py`
-   straight from the file (not through the kernel's imports, which the notebook may have
-   patched), and calls each exercise's function, found by name, on the grader's inputs.
-   Only the outputs (tensors, numbers, strings) come back, in a file read with
-   torch.load(weights_only=True), so nothing from the kernel runs in the grader.
-3. The grader compares those outputs with its own answer key (labcode.checks.answers,
-   through labcode.checks.core.evaluate).
-   A notebook that patches labcode.checks to print "passed" gains nothing: the checks
-   it patched never decide anything. Only correct outputs earn points.
+1. The grader reads the exercises and their points from the source (solution) notebook
+   (`--source`, required: a student can edit their own notebook's metadata) and draws the
+   inputs of every check once per batch, with a seed the submissions cannot know.
+2. Each submission runs in a bubblewrap sandbox (labcode.sandbox): the system read-only,
+   an empty private home and /tmp, a read-only copy of that notebook only, no network, its
+   own PID namespace (nothing it starts outlives it), limits on memory, time and output.
+   It cannot see the source notebook, the other submissions, the grader's files or the
+   grades. The notebook runs top to bottom in a fresh kernel (a cell that raises does not
+   stop the rest) within the time limit; then the grader's inputs are handed in and the
+   student's functions, found by name (or as passed to `check.NAME(...)` in the notebook),
+   run on them. Only their outputs come back, as data (torch.load(weights_only=True)).
+3. The grader compares the outputs with its own answer key (labcode.checks.answers,
+   through labcode.checks.core.evaluate) and gives the points. It never runs student code.
+   A function that is, names or calls what its exercise forbids (torch's built-in of the
+   operation, labcode's own implementation, the answer key) gets 0 and the row is flagged.
 
-The exercises and their points come from the source (solution) notebook when given
-(`--source`, recommended: a student can edit their own notebook's metadata), else from
-each submission. See labcode.checks for the metadata convention.
+Without bubblewrap, `labcode grade` refuses unless told `--no-sandbox` (then every row
+says NOT SANDBOXED).
 
-Every submission gets a row, whatever happens: status is "ok", "timeout" (a cell ran
-past the limit; functions defined before it are still graded), "crashed" (the kernel
-died), "invalid" (not a notebook), "empty" or "error"; `reason` says more. The CSV is
-written atomically; the same submissions give the same grades (fixed seeds).
+Every submission gets a row, whatever happens: status is "ok", "timeout" (a cell ran past
+the limit), "crashed" (the kernel died: an exit, a crash, out of memory), "invalid" (not a
+notebook), "empty" or "error"; `reason` says more. After a timeout or a crash the cells
+before the one that stopped still count: their functions are graded. The CSV is rewritten
+atomically after every submission, so an interrupted batch keeps its rows, and `--resume`
+grades only the submissions it does not hold yet. Cells starting with = + - @ are
+escaped with a quote (spreadsheets would run them as formulas). `--jobs N` grades N
+submissions at a time.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
-import math
 import re
+import secrets
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -49,12 +48,14 @@ from typing import Iterable, Sequence
 import nbformat
 import torch
 
+from labcode import sandbox
 from labcode.assign import BEGIN_SOLUTION, write_atomic
-from labcode.checks import calling
-from labcode.checks.core import EXERCISES, CheckResult, evaluate
+from labcode.checks.core import EXERCISES, Case, CheckResult, cases_for, evaluate, forbidden_in_source
 
 DEFAULT_TIMEOUT = 120.0
 GRADER_MARGIN = 60.0  # seconds on top of the checks' own limits for the grading step
+KERNEL_START = 60.0  # seconds allowed for each kernel to start inside the sandbox
+NOT_SANDBOXED = "NOT SANDBOXED (--no-sandbox): the notebook ran with the grader's rights"
 _CHECK_CALL = re.compile(r"\bcheck\.(\w+)\(\s*([A-Za-z_]\w*)")
 # The answer key, labcode.checks.answers (labcode.references before it moved), reached by
 # its full name, by `from labcode.checks import answers`, or through `check.answers`.
@@ -180,157 +181,180 @@ def _labelled(slots: list[Slot]) -> list[Slot]:
 # Running one submission
 
 
-def _kernel_manager(kernel_name: str | None):
-    """A kernel manager for `kernel_name`, or for this very Python (the default, works in any venv)."""
-    # nbclient needs the asynchronous manager: a blocking client would freeze its event
-    # loop and no time limit would ever fire.
-    from jupyter_client import AsyncKernelManager
-    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+@dataclass
+class Setup:
+    """What every submission of a batch shares: exercises, drawn inputs, limits, what to hide."""
 
-    if kernel_name:
-        return AsyncKernelManager(kernel_name=kernel_name)
-
-    class ThisPython(KernelSpecManager):
-        def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
-            return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                              display_name="Python (labcode grader)", language="python")
-
-    return AsyncKernelManager(kernel_name="labcode-grader", kernel_spec_manager=ThisPython())
+    slots: list[Slot]
+    cases: dict[str, list[Case]]
+    timeout: float = DEFAULT_TIMEOUT
+    sandboxed: bool = True
+    hidden: tuple = ()
+    memory: int = sandbox.MEMORY_LIMIT
 
 
-def grade_notebook(
-    path: str | Path,
-    slots: Sequence[Slot] | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-    kernel_name: str | None = None,
-) -> Grade:
-    """Run and grade one submitted notebook. Never raises for a bad submission."""
+def prepare(slots: Sequence[Slot], timeout: float = DEFAULT_TIMEOUT, seed: int | None = None,
+            sandboxed: bool = True, hidden: Sequence[str | Path] = (), memory: int = sandbox.MEMORY_LIMIT) -> Setup:
+    """Draw the inputs of every exercise with `seed` (default: a fresh secret one)."""
+    seed = secrets.randbits(32) if seed is None else seed
+    cases = {s.column: cases_for(EXERCISES[s.exercise], seed) for s in slots}
+    return Setup(list(slots), cases, float(timeout), sandboxed, tuple(hidden), int(memory))
+
+
+def grade_notebook(path: str | Path, setup: Setup) -> Grade:
+    """Run and grade one submitted notebook in its sandbox. Never raises for a bad submission."""
     path = Path(path)
-    grade = Grade(str(path), list(slots or []))
+    grade = Grade(str(path), list(setup.slots))
     try:
         if path.stat().st_size == 0:
-            return _finish(grade, "empty", "the file is empty")
+            return _finish(grade, "empty", "the file is empty", setup)
         nb = nbformat.read(str(path), as_version=4)
     except Exception as error:  # whatever makes it unreadable, the batch goes on
-        return _finish(grade, "invalid", f"not a readable notebook ({type(error).__name__}: {_short(error)})")
-    if slots is None:
-        try:
-            grade.slots = find_exercises(nb)
-        except ValueError as error:
-            return _finish(grade, "invalid", str(error))
+        return _finish(grade, "invalid", f"not a readable notebook ({type(error).__name__}: {_short(error)})", setup)
     if not any(cell.cell_type == "code" and cell.source.strip() for cell in nb.cells):
-        return _finish(grade, "empty", "the notebook has no code")
+        return _finish(grade, "empty", "the notebook has no code", setup)
     if not grade.slots:
-        return _finish(grade, "ok", "no exercises found")
+        return _finish(grade, "ok", "no exercises found", setup)
     workdir = Path(tempfile.mkdtemp(prefix="labcode-grade-"))
     try:
-        _run_and_check(grade, nb, path, workdir, timeout, kernel_name)
-    except Exception as error:  # a kernel that cannot start, a broken environment
-        _finish(grade, "error", f"the grader could not run it ({type(error).__name__}: {_short(error)})")
+        _run_and_check(grade, nb, path, workdir, setup)
+    except Exception as error:  # a sandbox that cannot start, a broken environment
+        _finish(grade, "error", f"the grader could not run it ({type(error).__name__}: {_short(error)})", setup)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return grade
 
 
-def _run_and_check(grade: Grade, nb, path: Path, workdir: Path, timeout: float, kernel_name: str | None) -> None:
-    from jupyter_core.utils import run_sync
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+def _candidates(nb: nbformat.NotebookNode, slot: Slot) -> list[str]:
+    """Function names to look for: those the notebook passes to check.NAME(...), then the source's."""
+    passed = [f for cell in nb.cells if cell.cell_type == "code"
+              for name, f in _CHECK_CALL.findall(cell.source) if name == slot.exercise]
+    return list(dict.fromkeys([*passed, slot.function]))
 
-    jobs, cases = {}, {}
+
+def _run_and_check(grade: Grade, nb, path: Path, workdir: Path, setup: Setup) -> None:
+    exercises = {}
     for slot in grade.slots:
         exercise = EXERCISES[slot.exercise]
-        cases[slot.column] = exercise.make_cases()
-        jobs[slot.column] = {"function": slot.function, "arg_names": list(exercise.arg_names),
-                             "seconds": exercise.time_limit,
-                             "cases": [(c.args, c.kwargs) for c in cases[slot.column]]}
-    cases_path, results_path = workdir / "cases.pt", workdir / "results.pt"
-    torch.save(jobs, cases_path)
-    runner = workdir / "_labcode_grader_calling.py"
-    shutil.copyfile(calling.__file__, runner)
-
-    client = NotebookClient(nb, timeout=int(timeout), allow_errors=True, km=_kernel_manager(kernel_name),
-                            resources={"metadata": {"path": str(path.parent.resolve())}})
-    client.reset_execution_trackers()
-    status, reason, errors = "ok", "", 0
-    # cleanup_kc: shut the kernel down on the way out; its own log lines (not the notebook's
-    # output, which comes through Jupyter's messages) would only clutter the grader's terminal.
-    with client.setup_kernel(cleanup_kc=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
-        deadline = time.monotonic() + timeout  # the kernel's start is not the student's time
-        for index, cell in enumerate(nb.cells):
-            if cell.cell_type != "code":
-                continue
-            left = deadline - time.monotonic()
-            if left <= 0:
-                status, reason = "timeout", f"the notebook ran past its {timeout:g} s limit before cell {index}"
-                break
-            client.timeout = max(1, int(math.ceil(left)))
-            try:
-                client.execute_cell(cell, index)
-            except CellTimeoutError:
-                status = "timeout"
-                reason = (f"cell {index} was still running at the {timeout:g} s limit and was stopped; "
-                          "later cells did not run")
-                run_sync(client.km.interrupt_kernel)()
-                break
-            except DeadKernelError:
-                _finish(grade, "crashed", f"the kernel died in cell {index} (a crash or out of memory)")
-                return
-            errors += any(out.get("output_type") == "error" for out in cell.get("outputs", []))
-        seconds = sum(job["seconds"] for job in jobs.values()) + GRADER_MARGIN
-        grader_cell = nbformat.v4.new_code_cell(_grader_source(runner, cases_path, results_path))
-        nb.cells.append(grader_cell)  # nbclient tracks cells by index
-        client.timeout = int(seconds)
+        exercises[slot.column] = {
+            "functions": _candidates(nb, slot), "arg_names": list(exercise.arg_names),
+            "seconds": exercise.time_limit, "forbidden": [list(f) for f in exercise.forbidden_calls()],
+            "cases": [(c.args, c.kwargs) for c in setup.cases[slot.column]]}
+    grading_seconds = sum(job["seconds"] for job in exercises.values()) + GRADER_MARGIN
+    job = {"timeout": setup.timeout, "grading_seconds": grading_seconds, "exercises": exercises}
+    buffer = io.BytesIO()
+    torch.save(job, buffer)
+    (workdir / "job").mkdir()
+    shutil.copyfile(path, workdir / "job" / "submission.ipynb")
+    argv = sandbox.command(workdir / "job", setup.hidden, setup.memory, setup.sandboxed)
+    cwd = None
+    if not setup.sandboxed:
+        (workdir / "work").mkdir()
+        cwd = str(workdir / "work")
+    limit = 2 * (setup.timeout + grading_seconds + KERNEL_START) + sandbox.INTERRUPT_GRACE * 2
+    finished = sandbox.run(argv, limit, stdin=buffer.getvalue(), cwd=cwd)
+    reply = None
+    if finished.data:
         try:
-            client.execute_cell(grader_cell, len(nb.cells) - 1, store_history=False)
-        except (CellTimeoutError, DeadKernelError) as error:
-            what = "timed out" if isinstance(error, CellTimeoutError) else "lost its kernel"
-            _finish(grade, "timeout" if status == "timeout" else "crashed",
-                    (reason + "; " if reason else "") + f"the grading step {what}")
-            return
-    try:
-        outcomes = torch.load(results_path, weights_only=True)
-    except Exception as error:  # the kernel never wrote them, or wrote something else
-        _finish(grade, "error", (reason + "; " if reason else "")
-                + f"no results came back from the kernel ({type(error).__name__})")
+            reply = torch.load(io.BytesIO(finished.data), weights_only=True)
+        except Exception:  # the notebook wrote something else down the pipe
+            reply = None
+    if not isinstance(reply, dict):
+        if finished.over_limit:
+            why = f"it sent back more than {sandbox.RESULT_LIMIT >> 20} MiB and was stopped"
+        elif finished.timed_out:
+            why = f"the sandbox ran past its {limit:g} s limit and was stopped"
+        else:
+            why = f"no results came back (exit code {finished.returncode}; {_short_text(finished.stderr)})"
+        _finish(grade, "error", why, setup)
         return
+    status = str(reply.get("status", "error"))
+    reason = str(reply.get("reason", ""))
+    errors = int(reply.get("errors", 0) or 0)
     if errors and status == "ok":
         reason = f"{errors} cell(s) raised an error"
-    for note in review_notes(nb):
-        reason = (reason + "; " if reason else "") + note
-    grade.status, grade.reason = status, reason
+    outcomes = reply.get("outcomes")
+    if not isinstance(outcomes, dict):
+        _finish(grade, status if status != "ok" else "error",
+                (reason + "; " if reason else "") + str(reply.get("grading", "no outcomes came back")), setup)
+        return
+    notes = review_notes(nb)
     for slot in grade.slots:
-        got = outcomes.get(slot.column) if isinstance(outcomes, dict) else None
-        got = got if isinstance(got, list) else []
+        entry = outcomes.get(slot.column) if isinstance(outcomes.get(slot.column), dict) else {}
+        got = entry.get("outcomes") if isinstance(entry.get("outcomes"), list) else []
+        function = str(entry.get("function") or slot.function)
         exercise = EXERCISES[slot.exercise]
-        result = evaluate(exercise, cases[slot.column],
+        read = [] if not got or got[0].get("status") in ("missing", "forbidden") else (
+            forbidden_in_notebook(nb, function, exercise))
+        if read:
+            got = [{"status": "forbidden", "calls": read, "read": True}]
+        result = evaluate(exercise, setup.cases[slot.column],
                           lambda i, case, got=got: got[i] if i < len(got) and isinstance(got[i], dict) else None,
                           slot.points, exercise.time_limit)
         result.name = slot.column
+        if result.message.startswith("🚫"):
+            notes.append(f"{slot.column} uses what its exercise forbids: 0 points")
         grade.results.append(result)
+    for note in notes:
+        reason = (reason + "; " if reason else "") + note
+    if not setup.sandboxed:
+        reason = NOT_SANDBOXED + ("; " + reason if reason else "")
+    grade.status, grade.reason = status, reason
+
+
+def forbidden_in_notebook(nb: nbformat.NotebookNode, function: str, exercise) -> list[str]:
+    """What the code of `function` (its def in the notebook, read as text) names that `exercise` forbids."""
+    source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    found: list[str] = []
+    for cell in nb.cells:  # each cell alone too: one that does not parse must not hide the others
+        if cell.cell_type == "code":
+            found += [f for f in forbidden_in_source(_plain_python(cell.source), function, exercise,
+                                                     _imports(source)) if f not in found]
+    return found
+
+
+def _plain_python(source: str) -> str:
+    """Cell source without IPython's magics and shell escapes, so that ast can read it."""
+    return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+
+
+def _imports(source: str) -> dict[str, str]:
+    import ast
+
+    names: dict[str, str] = {}
+    for line in _plain_python(source).splitlines():
+        try:
+            tree = ast.parse(line.strip())
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    names[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                for alias in node.names:
+                    names[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    return names
+
+
+_SUSPICIOUS = re.compile(r"/proc/|\bsys\.setprofile\b|\bsettrace\b|\bos\.write\(|\bctypes\b|\bgc\.get_objects\b")
 
 
 def review_notes(nb: nbformat.NotebookNode) -> list[str]:
     """Things in a submission that a human should look at (they do not change the points)."""
     notes = []
-    if any(_REFERENCE_USE.search(cell.source) for cell in nb.cells if cell.cell_type == "code"):
+    code = [cell.source for cell in nb.cells if cell.cell_type == "code"]
+    if any(_REFERENCE_USE.search(text) for text in code):
         notes.append("the notebook uses labcode's reference solutions: review by hand")
+    if any(_SUSPICIOUS.search(text) for text in code):
+        notes.append("the notebook reaches into processes or the interpreter (/proc, settrace, ctypes, ...): "
+                     "review by hand")
     return notes
 
 
-def _grader_source(runner: Path, cases_path: Path, results_path: Path) -> str:
-    return (
-        "def __labcode_grade():\n"
-        "    import importlib.util\n"
-        f"    spec = importlib.util.spec_from_file_location('_labcode_grader_calling', {str(runner)!r})\n"
-        "    module = importlib.util.module_from_spec(spec)\n"
-        "    spec.loader.exec_module(module)\n"
-        f"    module.grade_in_kernel(globals(), {str(cases_path)!r}, {str(results_path)!r})\n"
-        "__labcode_grade()\n"
-    )
-
-
-def _finish(grade: Grade, status: str, reason: str) -> Grade:
+def _finish(grade: Grade, status: str, reason: str, setup: Setup | None = None) -> Grade:
+    if setup is not None and not setup.sandboxed:
+        reason = NOT_SANDBOXED + "; " + reason
     grade.status, grade.reason = status, reason
     grade.results = [
         CheckResult(s.column, False, False, f"⬜ {s.column}: not graded ({reason}).", 0.0, s.points)
@@ -340,8 +364,12 @@ def _finish(grade: Grade, status: str, reason: str) -> Grade:
 
 
 def _short(error: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(error).split())
-    return text if len(text) <= limit else text[:limit] + " ..."
+    return _short_text(str(error), limit)
+
+
+def _short_text(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else "... " + text[-limit:]
 
 
 # ---------------------------------------------------------------------------------------
@@ -351,57 +379,137 @@ def _short(error: BaseException, limit: int = 200) -> str:
 def grade_all(
     submissions: Iterable[str | Path],
     out_csv: str | Path,
-    source: str | Path | None = None,
+    source: str | Path,
     timeout: float = DEFAULT_TIMEOUT,
     feedback_dir: str | Path | None = None,
-    kernel_name: str | None = None,
     progress: bool = False,
+    jobs: int = 1,
+    resume: bool = False,
+    sandboxed: bool = True,
+    seed: int | None = None,
+    memory: int = sandbox.MEMORY_LIMIT,
 ) -> list[Grade]:
-    """Grade every submission, write the CSV (and one JSON feedback file each); return the grades."""
-    slots = find_exercises(nbformat.read(str(source), as_version=4)) if source else None
-    grades = []
-    for submission in submissions:
-        grade = grade_notebook(submission, slots, timeout, kernel_name)
-        grades.append(grade)
-        if progress:
-            print(f"{grade.file}: {grade.total:g}/{grade.max_total:g} {grade.status}"
-                  + (f" ({grade.reason})" if grade.reason else ""), flush=True)
-    write_csv(grades, out_csv)
+    """Grade every submission into out_csv, rewritten after each one; return the grades made now.
+
+    `source` (required) gives the exercises and points. `resume` keeps the rows out_csv
+    already holds and grades only the other submissions. `jobs` grades that many at a time.
+    `sandboxed=False` runs the notebooks with the grader's rights (no bubblewrap).
+    """
+    if source is None:
+        raise ValueError("grading needs the source (solution) notebook, --source: it alone sets the exercises "
+                         "and points (a submission's own metadata could give itself any points)")
+    if sandboxed and sandbox.bwrap_path() is None:
+        raise ValueError("bubblewrap (bwrap) is not installed, so submissions cannot be sandboxed: install it "
+                         "(apt install bubblewrap), or pass --no-sandbox to accept running them with your rights")
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a whole number >= 1, got {jobs!r}")
+    submissions = [Path(p) for p in submissions]
+    slots = find_exercises(nbformat.read(str(source), as_version=4))
+    hidden = [Path(source).parent, Path(out_csv).parent, *{p.parent for p in submissions}]
     if feedback_dir is not None:
-        write_feedback(grades, feedback_dir)
-    return grades
+        hidden.append(Path(feedback_dir))
+    setup = prepare(slots, timeout, seed, sandboxed, hidden, memory)
+    columns = [s.column for s in slots]
+    kept = read_rows(out_csv) if resume else {}
+    rows: dict[str, dict] = {k: v for k, v in kept.items() if k in {str(p) for p in submissions}}
+    todo = [p for p in submissions if str(p) not in rows]
+    lock = threading.Lock()
+    grades: list[Grade] = []
+    Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
+
+    def done(grade: Grade) -> None:
+        with lock:
+            grades.append(grade)
+            rows[grade.file] = grade_row(grade)
+            write_rows([rows[str(p)] for p in submissions if str(p) in rows], columns, out_csv)
+            if feedback_dir is not None:
+                write_feedback([grade], feedback_dir, names=_feedback_names(submissions))
+            if progress:
+                print(f"{grade.file}: {grade.total:g}/{grade.max_total:g} {grade.status}"
+                      + (f" ({grade.reason})" if grade.reason else ""), flush=True)
+
+    write_rows([rows[str(p)] for p in submissions if str(p) in rows], columns, out_csv)
+    if jobs == 1:
+        for path in todo:
+            done(grade_notebook(path, setup))
+    else:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            for grade in pool.map(lambda p: grade_notebook(p, setup), todo):
+                done(grade)
+    order = {str(p): i for i, p in enumerate(submissions)}
+    return sorted(grades, key=lambda g: order[g.file])
 
 
-def write_csv(grades: Sequence[Grade], out_csv: str | Path) -> None:
+def grade_row(grade: Grade) -> dict:
+    scores = grade.scores()
+    return {"file": grade.file, **{c: _number(v) for c, v in scores.items()}, "total": _number(grade.total),
+            "max_total": _number(grade.max_total), "status": grade.status, "reason": grade.reason}
+
+
+def read_rows(out_csv: str | Path) -> dict[str, dict]:
+    """The rows an earlier (maybe interrupted) run wrote, by file name; none if the CSV is missing."""
+    path = Path(out_csv)
+    if not path.exists():
+        return {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return {_unescape(row["file"]): {k: _unescape(v or "") for k, v in row.items()} for row in rows if row.get("file")}
+
+
+def write_rows(rows: Sequence[dict], columns: Sequence[str], out_csv: str | Path) -> None:
     """One row per submission: file, points per exercise, total, max_total, status, reason."""
-    columns: list[str] = []
-    for grade in grades:
-        columns += [s.column for s in grade.slots if s.column not in columns]
+    header = ["file", *columns, "total", "max_total", "status", "reason"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["file", *columns, "total", "max_total", "status", "reason"])
-    for grade in grades:
-        scores = grade.scores()
-        writer.writerow([grade.file, *(_number(scores.get(c, 0.0)) for c in columns),
-                         _number(grade.total), _number(grade.max_total), grade.status, grade.reason])
-    Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([_escape(str(row.get(key, "0" if key in columns else ""))) for key in header])
     write_atomic(out_csv, buffer.getvalue())
 
 
-def write_feedback(grades: Sequence[Grade], feedback_dir: str | Path) -> list[Path]:
-    """A JSON file per submission (named after it) with every check's message."""
-    folder = Path(feedback_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    written, used = [], set()
+def write_csv(grades: Sequence[Grade], out_csv: str | Path) -> None:
+    """The CSV of these grades (columns in the order the slots first appear)."""
+    columns: list[str] = []
     for grade in grades:
-        stem = Path(grade.file).stem or "submission"
+        columns += [s.column for s in grade.slots if s.column not in columns]
+    write_rows([grade_row(g) for g in grades], columns, out_csv)
+
+
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _escape(text: str) -> str:
+    """A leading ' on cells a spreadsheet would read as a formula (OWASP's CSV injection advice)."""
+    return "'" + text if text.startswith(_FORMULA) else text
+
+
+def _unescape(text: str) -> str:
+    return text[1:] if text.startswith("'") and text[1:].startswith(_FORMULA) else text
+
+
+def _feedback_names(submissions: Sequence[Path]) -> dict[str, str]:
+    names, used = {}, set()
+    for path in submissions:
+        stem = path.stem or "submission"
         name, n = f"{stem}.json", 1
         while name in used:
             n += 1
             name = f"{stem}-{n}.json"
         used.add(name)
-        write_atomic(folder / name, json.dumps(grade.feedback(), indent=1, ensure_ascii=False) + "\n")
-        written.append(folder / name)
+        names[str(path)] = name
+    return names
+
+
+def write_feedback(grades: Sequence[Grade], feedback_dir: str | Path, names: dict[str, str] | None = None) -> list[Path]:
+    """A JSON file per submission (named after it) with every check's message."""
+    folder = Path(feedback_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = names or _feedback_names([Path(g.file) for g in grades])
+    written = []
+    for grade in grades:
+        target = folder / names[grade.file]
+        write_atomic(target, json.dumps(grade.feedback(), indent=1, ensure_ascii=False) + "\n")
+        written.append(target)
     return written
 
 

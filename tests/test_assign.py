@@ -123,3 +123,25 @@ def test_cli_assign(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     json.loads((tmp_path / "exercises.ipynb").read_text())
     assert main(["assign", str(tmp_path / "nothing.ipynb"), "--out", str(tmp_path)]) == 2
+
+
+def test_several_sources_with_one_student_name_are_refused(tmp_path):
+    first, second = tmp_path / "a" / "exercises_solutions.ipynb", tmp_path / "b" / "exercises_solutions.ipynb"
+    for path in (first, second):
+        path.parent.mkdir()
+        path.write_text(SOURCE.read_text())
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="would both be written"):
+        assign.assign([first, second], out)
+    assert not out.exists() or list(out.iterdir()) == []
+    assert main(["assign", str(first), str(second), "--out", str(out)]) == 2
+    other = tmp_path / "b" / "other_solutions.ipynb"
+    other.write_text(SOURCE.read_text())
+    assert sorted(p.name for p in assign.assign([first, other], out)) == ["exercises.ipynb", "other.ipynb"]
+
+
+def test_written_files_get_the_users_permissions(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    (path,) = assign.assign([SOURCE], tmp_path)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -12,6 +12,7 @@ from labcode.cli import main
 
 SOURCE = Path(__file__).parent / "fixtures" / "notebooks" / "exercises_solutions.ipynb"
 TIMEOUT = 10  # seconds per notebook; the one that loops forever uses all of it
+SEED = 1234
 
 WRONG_CONV = '''def conv_output_size(n, k, stride=1, padding=0, dilation=1):
     p = {"valid": 0, "same": (k - 1) // 2, "full": k - 1}.get(padding, padding)
@@ -77,7 +78,8 @@ def batch(tmp_path_factory):
     out = folder / "out" / "grades.csv"
     feedback = folder / "feedback"
     code_ = main(["grade", *map(str, paths), "--source", str(SOURCE), "--out", str(out),
-                  "--feedback", str(feedback), "--timeout", str(TIMEOUT), "--quiet"])
+                  "--feedback", str(feedback), "--timeout", str(TIMEOUT), "--quiet", "--jobs", "2",
+                  "--seed", str(SEED)])
     assert code_ == 0
     with open(out, newline="") as handle:
         rows = {Path(row["file"]).stem: row for row in csv.DictReader(handle)}
@@ -138,6 +140,7 @@ def test_unreadable_and_empty_files_get_rows(batch):
 def test_crashing_kernel_gets_a_row(batch):
     row = batch["rows"]["crash"]
     assert row["status"] == "crashed" and "cell 0" in row["reason"] and float(row["total"]) == 0
+    assert feedback(batch, "crash")["exercises"][0]["message"].startswith("⬜")
 
 
 def test_patching_the_checks_earns_nothing(batch):
@@ -146,8 +149,8 @@ def test_patching_the_checks_earns_nothing(batch):
 
 
 def test_grading_again_gives_the_same_grade(batch):
-    again = grading.grade_notebook(batch["paths"][2], grading.find_exercises(nbformat.read(str(SOURCE), as_version=4)),
-                                   timeout=TIMEOUT)
+    slots = grading.find_exercises(nbformat.read(str(SOURCE), as_version=4))
+    again = grading.grade_notebook(batch["paths"][2], grading.prepare(slots, TIMEOUT, seed=SEED))
     before = feedback(batch, "wrong")
     assert again.feedback()["exercises"] == before["exercises"]
     assert again.total == before["total"] == 1
@@ -177,8 +180,63 @@ def test_unknown_exercise_and_bad_points_are_errors():
 
 def test_the_cli_warns_that_grading_runs_student_code(tmp_path, capsys):
     (tmp_path / "x.ipynb").write_text("")
-    assert main(["grade", str(tmp_path / "x.ipynb"), "--out", str(tmp_path / "g.csv"), "--quiet"]) == 0
+    assert main(["grade", str(tmp_path / "x.ipynb"), "--source", str(SOURCE), "--out", str(tmp_path / "g.csv"),
+                 "--quiet"]) == 0
     assert "container or a virtual machine" in capsys.readouterr().err
+
+
+def test_points_come_only_from_the_source(tmp_path, capsys):
+    (tmp_path / "x.ipynb").write_text("")
+    with pytest.raises(SystemExit):
+        main(["grade", str(tmp_path / "x.ipynb"), "--out", str(tmp_path / "g.csv")])
+    assert "--source" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="source"):
+        grading.grade_all([tmp_path / "x.ipynb"], tmp_path / "g.csv", source=None)
+
+
+def test_the_inputs_are_drawn_with_a_secret_seed():
+    slots = grading.find_exercises(nbformat.read(str(SOURCE), as_version=4))
+    first, second = grading.prepare(slots), grading.prepare(slots)
+    a, b = first.cases["conv_output_size"], second.cases["conv_output_size"]
+    assert [c.args for c in a] != [c.args for c in b]  # random draws differ between batches
+    again = grading.prepare(slots, seed=7).cases["conv_output_size"]
+    assert [c.args for c in grading.prepare(slots, seed=7).cases["conv_output_size"]] == [c.args for c in again]
+
+
+def test_the_csv_is_written_after_every_submission_and_resume_skips_rows(tmp_path, monkeypatch):
+    blank, empty, also = tmp_path / "a.ipynb", tmp_path / "b.ipynb", tmp_path / "c.ipynb"
+    for path in (blank, empty, also):
+        path.write_text("")
+    out = tmp_path / "g.csv"
+    real = grading.grade_notebook
+    calls = []
+
+    def interrupted(path, setup):
+        calls.append(Path(path).name)
+        if Path(path).name == "b.ipynb":
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the batch
+        return real(path, setup)
+
+    monkeypatch.setattr(grading, "grade_notebook", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        grading.grade_all([blank, empty, also], out, source=SOURCE, sandboxed=False)
+    rows = list(csv.DictReader(out.open()))
+    assert [Path(r["file"]).name for r in rows] == ["a.ipynb"] and rows[0]["status"] == "empty"
+    rows[0]["reason"] = "graded before the interruption"
+    grading.write_rows(rows, ["conv_output_size", "padding_amount", "max_pool2d"], out)
+    monkeypatch.setattr(grading, "grade_notebook", real)
+    calls.clear()
+    monkeypatch.setattr(grading, "grade_notebook", lambda p, s: (calls.append(Path(p).name), real(p, s))[1])
+    grading.grade_all([blank, empty, also], out, source=SOURCE, sandboxed=False, resume=True)
+    assert calls == ["b.ipynb", "c.ipynb"]
+    rows = list(csv.DictReader(out.open()))
+    assert [Path(r["file"]).name for r in rows] == ["a.ipynb", "b.ipynb", "c.ipynb"]
+    assert rows[0]["reason"] == "graded before the interruption"
+
+
+def test_jobs_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="jobs"):
+        grading.grade_all([], tmp_path / "g.csv", source=SOURCE, sandboxed=False, jobs=0)
 
 
 def test_use_of_the_reference_solutions_is_flagged():

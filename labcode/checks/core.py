@@ -298,12 +298,30 @@ def _check_function(exercise: Exercise) -> Callable[..., CheckResult]:
     return check
 
 
+_DRAW_SEED: list[int] = []
+
+
 def seeded(name: str) -> tuple[torch.Generator, Any]:
-    """A torch generator and a random.Random seeded from the exercise name: same cases every run."""
+    """A torch generator and a random.Random seeded from the exercise name: same cases every run.
+
+    Inside `cases_drawn_with(seed)` (the grader, with a seed the submission cannot know) the
+    seed mixes in too, so the random cases differ from the ones a notebook's checks use.
+    """
     import random
 
-    seed = zlib.crc32(name.encode())
+    seed = zlib.crc32(name.encode()) ^ (_DRAW_SEED[-1] if _DRAW_SEED else 0)
     return torch.Generator().manual_seed(seed), random.Random(seed)
+
+
+def cases_for(exercise: Exercise, seed: int | None = None) -> list[Case]:
+    """The exercise's cases; drawn with `seed` mixed into every random choice when it is given."""
+    if seed is None:
+        return exercise.make_cases()
+    _DRAW_SEED.append(int(seed) & 0xFFFFFFFF)
+    try:
+        return exercise.make_cases()
+    finally:
+        _DRAW_SEED.pop()
 
 
 # ---------------------------------------------------------------------------------------
