@@ -140,7 +140,7 @@ def _student_line(tb: Any) -> str:
 _HAS_QUALNAME = sys.version_info >= (3, 11)
 
 
-def _key(fn: Any) -> tuple[str, str]:
+def function_key(fn: Any) -> tuple[str, str]:
     """(module, qualified name) of a function, the way the profile hook sees it."""
     return str(getattr(fn, "__module__", None) or ""), str(getattr(fn, "__qualname__", "") or "")
 
@@ -150,7 +150,7 @@ def forbidden_itself(fn: Any, forbidden: list | None) -> list[str]:
     if not forbidden:
         return []
     target = getattr(fn, "__wrapped__", fn)
-    keys = {_key(fn), _key(target)}
+    keys = {function_key(fn), function_key(target)}
     return [shown for module, qualname, shown in forbidden if (module, qualname) in keys][:1]
 
 

@@ -87,7 +87,7 @@ class Exercise:
                 fn = _resolve(dotted)
                 if fn is None:
                     continue
-                key = calling._key(fn)
+                key = calling.function_key(fn)
                 if "<locals>" not in key[1] and all(key != f[:2] for f in found):
                     found.append((*key, dotted))
             self._resolved = found
@@ -175,7 +175,7 @@ def forbidden_in_source(source: str, function: str, exercise: Exercise, aliases:
             shown = dotted if dotted in wanted else None
             if shown is None and any(dotted.endswith("." + s.rsplit(".", 1)[-1]) for s in wanted):
                 obj = _resolve(dotted)
-                shown = keys.get(calling._key(obj)) if obj is not None else None
+                shown = keys.get(calling.function_key(obj)) if obj is not None else None
             if shown and shown not in found:
                 found.append(shown)
     return found
