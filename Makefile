@@ -35,7 +35,7 @@ browser-test: $(VENV)/.installed-browser
 
 test: $(VENV)/.installed-test
 	LABCODE_QUICK=1 $(PY) -m pytest -q tests
-	LABCODE_QUICK=1 $(PY) -m pytest -q --nbval-lax chapters --ignore-glob='*/exercises.ipynb'
+	LABCODE_QUICK=1 LABCODE_STRICT=1 $(PY) -m pytest -q --nbval-lax chapters --ignore-glob='*/exercises.ipynb'
 
 # Speed figures quoted in README (CPU here; benchmarks/gpu_check.sh on a CUDA machine).
 bench: $(VENV)/.installed-test
