@@ -16,7 +16,9 @@ Around that loop it adds what a long run on a shared GPU needs:
   same weights as an uninterrupted one;
 - a stop at the first step whose loss is not a finite number, before the optimizer
   applies it, with an error that names the step;
-- DistributedDataParallel when started with torchrun (see `labcode.distributed`).
+- DistributedDataParallel when started with torchrun (see `labcode.distributed`);
+- progressive learning (`labcode.progressive`, EfficientNetV2's Algorithm 1): the
+  image size and the regularisation set anew at the start of every epoch.
 
 The training data can be a `labcode.data.GPULoader`, a torch DataLoader, or any
 iterable of (inputs, labels) batches.
@@ -40,6 +42,7 @@ from labcode import distributed
 from labcode.checkpoint import Position, epoch_batches, restore_training, save_training
 from labcode.data.loader import GPULoader
 from labcode.device import Precision, precision
+from labcode.progressive import ProgressiveSchedule
 
 SYNC_EVERY = 25  # steps between reading the losses back from the GPU (each read waits)
 
@@ -99,7 +102,7 @@ def fit(model: nn.Module, train_data: Iterable, *, epochs: int,
         channels_last: bool | None = None, compile: bool = False, seed: int | None = None,
         checkpoint: str | os.PathLike | None = None, checkpoint_every: int | None = None,
         resume: bool = True, max_steps: int | None = None, grad_clip: float | None = None,
-        progress: bool = True) -> History:
+        progressive: ProgressiveSchedule | None = None, progress: bool = True) -> History:
     """Train `model` on `train_data` for `epochs` epochs and return its History.
 
     Args:
@@ -123,6 +126,8 @@ def fit(model: nn.Module, train_data: Iterable, *, epochs: int,
         resume: continue from `checkpoint` if it exists.
         max_steps: stop after this many optimizer steps in total (counted across resumes).
         grad_clip: clip the gradient norm to this value, or None.
+        progressive: a ProgressiveSchedule that sets the GPULoader's image size and the
+            regularisation at the start of every epoch, or None.
         progress: show a tqdm progress bar.
     """
     _check_fit_args(model, optimizer, epochs, checkpoint_every, max_steps, scheduler_step)
@@ -131,7 +136,8 @@ def fit(model: nn.Module, train_data: Iterable, *, epochs: int,
                      device=device, mixed=mixed, channels_last=channels_last,
                      compile=compile, seed=seed, checkpoint=checkpoint,
                      checkpoint_every=checkpoint_every, resume=resume,
-                     max_steps=max_steps, grad_clip=grad_clip)
+                     max_steps=max_steps, grad_clip=grad_clip,
+                     progressive=progressive, epochs=epochs)
     run.bar = _progress_bar(progress, epochs, _length(train_data), run.position.step)
     try:
         while run.position.epoch < epochs and not _max_steps_done(run):
@@ -371,6 +377,8 @@ class _Run:
     history: History
     position: Position
     saved: dict | None  # the checkpoint resumed from, until its epoch has started
+    progressive: ProgressiveSchedule | None
+    epochs: int
     bar: object = None
     # The current epoch: sums kept on the device, step losses not yet read back, the
     # random state at its start, and its start time.
@@ -382,9 +390,15 @@ class _Run:
 
 def _start_run(model: nn.Module, data: Iterable, *, val_data, optimizer, scheduler,
                scheduler_step, loss_fn, device, mixed, channels_last, compile, seed,
-               checkpoint, checkpoint_every, resume, max_steps, grad_clip) -> _Run:
+               checkpoint, checkpoint_every, resume, max_steps, grad_clip, progressive,
+               epochs) -> _Run:
     """Pick the device and precision, seed, move the model, resume from a checkpoint,
     and wrap the model for DistributedDataParallel and torch.compile."""
+    if progressive is not None:
+        if not isinstance(progressive, ProgressiveSchedule):
+            raise TypeError(f"fit: progressive must be a ProgressiveSchedule or None, "
+                            f"got {type(progressive).__name__}")
+        progressive.check(epochs, model, data)
     is_distributed = distributed.setup()
     device = distributed.default_device() if device is None else torch.device(device)
     prec = precision(device, mixed)
@@ -417,12 +431,15 @@ def _start_run(model: nn.Module, data: Iterable, *, val_data, optimizer, schedul
         mixed=mixed, channels_last=channels_last, scaler=scaler,
         guard=_FiniteGuard(device, optimizer, scaler, mixed=prec.dtype is not None),
         grad_clip=grad_clip, path=path, checkpoint_every=checkpoint_every,
-        max_steps=max_steps, history=history, position=position, saved=saved)
+        max_steps=max_steps, history=history, position=position, saved=saved,
+        progressive=progressive, epochs=epochs)
 
 
 def _start_epoch(run: _Run) -> Iterator:
     """This epoch's batches (from where a checkpoint left off), with fresh sums."""
     run.net.train()
+    if run.progressive is not None:  # this epoch's image size and regularisation
+        run.progressive.apply(run.position.epoch, run.epochs, run.model, run.data)
     sampler = getattr(run.data, "sampler", None)
     if hasattr(sampler, "set_epoch"):
         sampler.set_epoch(run.position.epoch)

@@ -23,6 +23,7 @@ import sys
 from typing import Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from labcode.data.offline import ImageSet
 
@@ -55,6 +56,9 @@ class GPULoader:
             test set's loader.
         rank, world_size: this process's share under torch.distributed; None reads them
             from the initialised process group or the WORLD_SIZE/RANK variables.
+        image_size: resize every batch to image_size x image_size (bilinear, antialiased)
+            after the augmentation; None keeps the stored size. Can be changed between
+            epochs (`loader.image_size = 20`), as progressive learning does.
     """
 
     def __init__(self, images: torch.Tensor | ImageSet, labels: torch.Tensor | None = None,
@@ -63,7 +67,7 @@ class GPULoader:
                  device: torch.device | str | None = None, drop_last: bool = False,
                  seed: int | None = None, mean: float | Sequence[float] | None = None,
                  std: float | Sequence[float] | None = None, rank: int | None = None,
-                 world_size: int | None = None) -> None:
+                 world_size: int | None = None, image_size: int | None = None) -> None:
         if isinstance(images, ImageSet):
             if labels is not None:
                 raise TypeError("GPULoader: pass either an ImageSet or images and labels, not both")
@@ -96,6 +100,7 @@ class GPULoader:
         self.padding_mode = padding_mode
         self.drop_last = drop_last
         self.rank, self.world_size = rank, world_size
+        self.image_size = image_size
         channels = images.shape[1]
         self.mean = _channel_stats(mean, channels, "mean") if mean is not None else None
         self.std = _channel_stats(std, channels, "std") if std is not None else None
@@ -114,6 +119,19 @@ class GPULoader:
         self._perm: torch.Tensor | None = None   # the current epoch's permutation
         self._pos = 0                            # batches of it already yielded
         self._resume: tuple[torch.Tensor, int] | None = None
+
+    @property
+    def image_size(self) -> int | None:
+        """Side of the square batches yielded, or None for the stored images' size."""
+        return self._image_size
+
+    @image_size.setter
+    def image_size(self, value: int | None) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise ValueError(f"GPULoader: image_size must be a positive int or None, "
+                             f"got {value!r}")
+        self._image_size = value
 
     # ------------------------------------------------------------ iteration
 
@@ -164,6 +182,9 @@ class GPULoader:
                               flip[mine] if flip is not None else None,
                               pad=self.pad, padding_mode=self.padding_mode)
             x = (x.float() - self._mean) * self._inv_std
+            if self._image_size is not None and x.shape[-2:] != (self._image_size,) * 2:
+                x = F.interpolate(x, size=(self._image_size, self._image_size),
+                                  mode="bilinear", antialias=True, align_corners=False)
             self._pos = step + 1
             yield x, self.labels[index]
         self._perm, self._pos = None, 0
