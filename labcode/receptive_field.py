@@ -202,15 +202,13 @@ def input_window(layers, index: tuple[int, int]) -> tuple[tuple[int, int], tuple
     return tuple((v * jump - offset, v * jump - offset + size - 1) for v in index)  # type: ignore[return-value]
 
 
-def gradient_footprint(model: nn.Module, images: Tensor, index: tuple[int, int] | None = None,
-                       ) -> tuple[Tensor, tuple[int, int]]:
-    """The input pixels whose gradient is non-zero for the output units at one position.
+def input_gradient(model: nn.Module, images: Tensor, index: tuple[int, int] | None = None,
+                   ) -> tuple[Tensor, tuple[int, int]]:
+    """How strongly each input pixel moves the output units at one position: summed |gradient|, (H, W).
 
     The model runs in eval mode (batch norm then uses its running statistics, so images do
     not mix); the outputs of every channel at `index` are summed and differentiated with
-    respect to the images. A pixel counts if its gradient is non-zero for any image or
-    channel: max pooling and ReLU pass gradient through only some of their inputs, and
-    several random images together find every pixel that can matter.
+    respect to the images, and the absolute gradients are summed over images and channels.
 
     Args:
         model: maps (B, C, H, W) images to (B, C', H', W') feature maps.
@@ -218,13 +216,13 @@ def gradient_footprint(model: nn.Module, images: Tensor, index: tuple[int, int] 
         index: the output position (row, column); the centre of the output by default.
 
     Returns:
-        A boolean (H, W) mask, and the output position used.
+        The (H, W) map, and the output position used.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"gradient_footprint: model must be a torch.nn.Module, got {type(model).__name__}")
+        raise TypeError(f"input_gradient: model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(images, Tensor) or images.dim() != 4 or not images.is_floating_point():
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"gradient_footprint: images must be a floating (B, C, H, W) tensor, got {shape}")
+        raise ValueError(f"input_gradient: images must be a floating (B, C, H, W) tensor, got {shape}")
     was_training = model.training
     model.eval()
     try:
@@ -232,17 +230,32 @@ def gradient_footprint(model: nn.Module, images: Tensor, index: tuple[int, int] 
         with torch.enable_grad():
             out = model(x)
             if out.dim() != 4:
-                raise ValueError("gradient_footprint: the model must return feature maps (B, C, H, W), "
+                raise ValueError("input_gradient: the model must return feature maps (B, C, H, W), "
                                  f"got shape {tuple(out.shape)}")
             h, w = out.shape[-2:]
             if index is None:
                 index = ((h - 1) // 2, (w - 1) // 2)
             if not (0 <= index[0] < h and 0 <= index[1] < w):
-                raise ValueError(f"gradient_footprint: index {index} is outside the {h}x{w} output")
+                raise ValueError(f"input_gradient: index {index} is outside the {h}x{w} output")
             out[:, :, index[0], index[1]].sum().backward()
     finally:
         model.train(was_training)
-    return (x.grad != 0).any(dim=0).any(dim=0), index
+    return x.grad.abs().sum(dim=(0, 1)), index
+
+
+def gradient_footprint(model: nn.Module, images: Tensor, index: tuple[int, int] | None = None,
+                       ) -> tuple[Tensor, tuple[int, int]]:
+    """The input pixels whose gradient is non-zero for the output units at one position.
+
+    A pixel counts if its gradient is non-zero for any image or channel: max pooling and
+    ReLU pass gradient through only some of their inputs, and several random images
+    together find every pixel that can matter. Arguments as for `input_gradient`.
+
+    Returns:
+        A boolean (H, W) mask, and the output position used.
+    """
+    grad, index = input_gradient(model, images, index)
+    return grad != 0, index
 
 
 def mean_attention_distance(maps: Sequence[Tensor], patch_size: int) -> Tensor:

@@ -204,7 +204,7 @@ def test_bad_arguments():
         gradient_footprint(net, torch.zeros(1, 8, 8))
     with pytest.raises(ValueError, match=r"index \(9, 0\) is outside the 6x6 output"):
         gradient_footprint(net, torch.zeros(1, 1, 8, 8), (9, 0))
-    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+    with pytest.raises(TypeError, match="input_gradient: model must be a torch.nn.Module"):
         gradient_footprint("net", torch.zeros(1, 1, 8, 8))
 
 
@@ -272,3 +272,42 @@ def test_mean_attention_distance_of_a_vit():
 def test_mean_attention_distance_errors(maps, patch, words):
     with pytest.raises(ValueError, match=words):
         mean_attention_distance(maps, patch)
+
+
+# -- the figures -------------------------------------------------------------------------------
+
+
+def test_receptive_field_figure_draws_each_layer_and_the_window():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from labcode.figures import ch1
+
+    grad = torch.zeros(40, 30)
+    grad[10:20, 5:15] = 1.0
+    fig = ch1.receptive_field_figure(torch.rand(3, 40, 30), [("pool1", 4), ("pool2", 10)], grad,
+                                     ((10, 19), (5, 14)))
+    squares = [p for ax in fig.axes for p in ax.patches if p.get_gid() == "rf-square"]
+    window = [p for ax in fig.axes for p in ax.patches if p.get_gid() == "rf-window"]
+    assert sorted(p.get_width() for p in squares) == [4, 10]
+    assert len(window) == 1 and window[0].get_xy() == (4.5, 9.5) and window[0].get_width() == 10
+    plt.close(fig)
+    with pytest.raises(ValueError, match=r"same size, got \(3, 40, 30\) and \(40, 31\)"):
+        ch1.receptive_field_figure(torch.rand(3, 40, 30), [("a", 3)], torch.zeros(40, 31), ((0, 2), (0, 2)))
+
+
+def test_attention_distance_figure_one_dot_per_head():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from labcode.figures import ch3
+
+    fig = ch3.attention_distance_figure(torch.rand(4, 3) * 20, 28, "t", {"CNN": [3, 8, 18]})
+    ax = fig.axes[0]
+    heads = [line for line in ax.lines if line.get_gid() == "head"]
+    assert len(heads) == 3 and all(len(line.get_xdata()) == 4 for line in heads)
+    rf = [line for line in ax.lines if line.get_gid() == "rf"]
+    assert rf[0].get_ydata().tolist() == [1.5, 4.0, 9.0]
+    plt.close(fig)
+    with pytest.raises(ValueError, match=r"must be an \(L, h\) tensor, got \(4,\)"):
+        ch3.attention_distance_figure(torch.rand(4), 28, "t")

@@ -481,3 +481,45 @@ def feature_rows_figure(rows: dict[str, torch.Tensor], col_titles: list[str] | N
         axes[r, 0].set_ylabel(f"{name}\n{h}x{w}", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def receptive_field_figure(image: torch.Tensor, sizes: list[tuple[str, int]], gradient: torch.Tensor,
+                           window: tuple[tuple[int, int], tuple[int, int]]) -> Figure:
+    """Left: `image` (C, H, W) with one square per layer, its receptive field, around the
+    centre of `window`. Right: log |gradient| of that unit over the input (H, W), with
+    `window` (rows, columns, first and last inclusive) drawn as the computed receptive field."""
+    if image.dim() != 3 or gradient.shape != image.shape[-2:]:
+        raise ValueError("receptive_field_figure: image must be (C, H, W) and gradient (H, W) of the same "
+                         f"size, got {tuple(image.shape)} and {tuple(gradient.shape)}")
+    if not sizes:
+        raise ValueError("receptive_field_figure: sizes must name at least one layer")
+    (top, bottom), (left, right) = window
+    cy, cx = (top + bottom) / 2, (left + right) / 2
+    fig, (ax_img, ax_grad) = plt.subplots(1, 2, figsize=(10, 5.2))
+    picture = image.detach().cpu().float()
+    if picture.shape[0] == 1:
+        ax_img.imshow(picture[0].numpy(), cmap="gray")
+    else:
+        ax_img.imshow(picture.permute(1, 2, 0).clamp(0, 1).numpy())
+    colours = plt.cm.plasma(np.linspace(0.0, 0.85, len(sizes)))
+    for (name, r), colour in zip(sizes, colours):
+        ax_img.add_patch(Rectangle((cx - r / 2, cy - r / 2), r, r, fill=False, edgecolor=colour,
+                                   linewidth=1.6, gid="rf-square", label=f"{name}: {r} px"))
+    ax_img.legend(loc="upper left", fontsize=8, framealpha=0.85, title="receptive field after",
+                  title_fontsize=8)
+    ax_img.set_title("receptive field of the centre unit, layer by layer", fontsize=10)
+    grad = gradient.detach().cpu().float()
+    shown = np.ma.masked_where(grad.numpy() == 0, np.log10(grad.clamp_min(1e-30).numpy()))
+    ax_grad.imshow(np.ones(grad.shape), cmap="gray", vmin=0, vmax=1)
+    im = ax_grad.imshow(shown, cmap="viridis")
+    ax_grad.add_patch(Rectangle((left - 0.5, top - 0.5), right - left + 1, bottom - top + 1, fill=False,
+                                edgecolor="red", linestyle="--", linewidth=1.4, gid="rf-window",
+                                label="computed receptive field"))
+    ax_grad.legend(loc="upper left", fontsize=8)
+    fig.colorbar(im, ax=ax_grad, shrink=0.8, label="log10 |gradient| (white: exactly 0)")
+    ax_grad.set_title("measured: pixels that move the centre unit", fontsize=10)
+    for ax in (ax_img, ax_grad):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig

@@ -497,3 +497,40 @@ def compute_figure(results: Sequence[Mapping], labels: Mapping[str, str] | None 
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def attention_distance_figure(distances: torch.Tensor, image_size: int, title: str,
+                              receptive_fields: Mapping[str, Sequence[int]] | None = None) -> Figure:
+    """Mean attention distance per block and head, one dot per head (the ViT paper's figure 7,
+    right), beside the half-width of CNNs' receptive fields, layer by layer.
+
+    Args:
+        distances: (L, h) pixels, from `labcode.receptive_field.mean_attention_distance`.
+        image_size: side of the images in pixels (the dotted line).
+        title: the panel's title.
+        receptive_fields: name -> receptive field (pixels) after each spatial layer of a CNN;
+            its layers are spread evenly over the ViT's depth.
+    """
+    if not isinstance(distances, torch.Tensor) or distances.dim() != 2:
+        raise ValueError("attention_distance_figure: distances must be an (L, h) tensor, got "
+                         f"{tuple(distances.shape) if isinstance(distances, torch.Tensor) else type(distances).__name__}")
+    _check_positive("attention_distance_figure", "image_size", image_size)
+    layers, heads = distances.shape
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    d = distances.detach().cpu().float().numpy()
+    for head in range(heads):
+        ax.plot(np.arange(1, layers + 1), d[:, head], "o", alpha=0.75, gid="head",
+                label="ViT heads" if head == 0 else None, color=plt.cm.tab10(head % 10))
+    for (name, sizes), style in zip((receptive_fields or {}).items(), ("-", "--", "-.", ":")):
+        x = np.linspace(1, layers, len(sizes))
+        ax.plot(x, np.asarray(sizes, dtype=float) / 2, style, color="black", gid="rf",
+                label=f"{name}: half the receptive field")
+    ax.axhline(image_size, color="grey", linestyle=":", linewidth=1)
+    ax.text(1, image_size, f" image side, {image_size} px", va="bottom", fontsize=8, color="grey")
+    ax.set_xlabel("depth (ViT block; CNN layers spread over the same range)")
+    ax.set_ylabel("pixels")
+    ax.set_ylim(0, 1.15 * image_size)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
