@@ -1,8 +1,9 @@
 """How many seconds `labcode grade` adds to a submission beyond running the notebook itself.
 
-Builds a solution notebook with every exercise of the book (the reference solutions, so
-every case of every check runs: the slowest grading there is), runs it once plainly with
-nbclient and once through labcode.grading.grade_notebook, and prints the difference.
+Builds a solution notebook with every exercise of the book (correct answers written apart
+from the answer key, tests/fixtures/exercises/wrong_answers.py, so every case of every
+check runs: the slowest grading there is), runs it once plainly with nbclient and once
+through labcode.grading.grade_notebook in the bubblewrap sandbox, and prints the difference.
 
     .venv/bin/python benchmarks/grading.py [--repeat 3]
 """
@@ -19,14 +20,19 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from labcode import grading
+from labcode import grading, sandbox
 from labcode.checks import EXERCISES
 
 
+ANSWERS = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "exercises"
+
+
 def all_exercises_notebook() -> nbformat.NotebookNode:
-    cells = [nbformat.v4.new_code_cell("import torch\nfrom labcode import checks as check")]
+    setup = (f"import sys\nsys.path.insert(0, {str(ANSWERS)!r})\nimport torch\n"
+             "from labcode import checks as check\nimport wrong_answers")
+    cells = [nbformat.v4.new_code_cell(setup)]
     for name in EXERCISES:
-        cells.append(nbformat.v4.new_code_cell(f"from labcode.checks.answers import {name}",
+        cells.append(nbformat.v4.new_code_cell(f"{name} = wrong_answers.RIGHT_ANSWERS[{name!r}]",
                                                metadata={"labcode": {"exercise": name}}))
         cells.append(nbformat.v4.new_code_cell(f"check.{name}({name})"))
     return nbformat.v4.new_notebook(cells=cells)
@@ -41,13 +47,14 @@ def cpu_seconds() -> float:
 def plain_run(path: Path) -> tuple[float, float]:
     nb = nbformat.read(str(path), as_version=4)
     start, cpu = time.perf_counter(), cpu_seconds()
-    NotebookClient(nb, timeout=600, allow_errors=True, km=grading._kernel_manager(None)).execute(cleanup_kc=True)
+    NotebookClient(nb, timeout=600, allow_errors=True, km=sandbox._kernel_manager()).execute(cleanup_kc=True)
     return time.perf_counter() - start, cpu_seconds() - cpu
 
 
 def graded_run(path: Path) -> tuple[float, float, grading.Grade]:
     start, cpu = time.perf_counter(), cpu_seconds()
-    grade = grading.grade_notebook(path, timeout=600)
+    setup = grading.prepare(grading.find_exercises(nbformat.read(str(path), as_version=4)), timeout=600)
+    grade = grading.grade_notebook(path, setup)
     return time.perf_counter() - start, cpu_seconds() - cpu, grade
 
 
