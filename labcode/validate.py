@@ -367,7 +367,9 @@ def trust_inner_layers(model: nn.Module) -> nn.Module:
     """Switch off the input checks of every layer inside `model`; `model` checks once.
 
     A model calls this at the end of its constructor. Layers added later (an exercise
-    that swaps in a fresh Conv2d, say) check their input until it is called again.
+    that swaps in a fresh Conv2d, say) check their input until it is called again; an
+    inner part called on its own (`model.features(x)`) checks nothing, so call the model,
+    or set `check_input = True` on the layer you call.
 
     Returns:
         The same model.
