@@ -63,6 +63,7 @@ _REFERENCE_USE = re.compile(
     r"labcode\.references|from\s+labcode\s+import[^\n]*\breferences\b"
     r"|labcode\.checks\.answers|from\s+labcode\.checks\s+import[^\n]*\banswers\b|\bchecks?\.answers\b")
 _DEF = re.compile(r"^\s*def\s+([A-Za-z_]\w*)\s*\(", re.MULTILINE)
+_TOP_LEVEL = re.compile(r"^(?:def|class)\s+([A-Za-z_]\w*)\s*[(:]", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,10 @@ def find_exercises(nb: nbformat.NotebookNode) -> list[Slot]:
     Metadata {"labcode": {"exercise": NAME, "points": P, "function": F}} on a code cell;
     P defaults to the points of NAME's declaration (labcode.checks.declare); F defaults to
     the function whose body holds '### BEGIN SOLUTION' in that cell, else the argument of
-    check.NAME(...) in it, else its first def, else NAME.
+    check.NAME(...) in it, else its first def, else NAME. Without such metadata, a cell
+    holding one check.NAME(F) call that is an nbgrader autograded test cell (metadata
+    {"nbgrader": {"grade": true, "points": P}}) is worth nbgrader's P, so that both
+    graders give the same points; any other check call is worth its declaration's.
     """
     slots: list[Slot] = []
     for index, cell in enumerate(nb.cells):
@@ -137,17 +141,31 @@ def find_exercises(nb: nbformat.NotebookNode) -> list[Slot]:
             raise ValueError(f"cell {index}: labcode points must be a number >= 0, got {points!r}")
         slots.append(Slot(name, str(function), float(points)))
     if not slots:
-        for cell in nb.cells:
+        for index, cell in enumerate(nb.cells):
             if cell.cell_type == "code":
-                slots += [Slot(name, function, float(EXERCISES[name].points))
-                          for name, function in _CHECK_CALL.findall(cell.source) if name in EXERCISES]
+                calls = [(n, f) for n, f in _CHECK_CALL.findall(cell.source) if n in EXERCISES]
+                points = _nbgrader_points(cell, index) if len(calls) == 1 else None
+                slots += [Slot(name, function, float(EXERCISES[name].points if points is None else points))
+                          for name, function in calls]
     return _labelled(_unique(slots))
+
+
+def _nbgrader_points(cell, index: int) -> float | None:
+    """The points of an nbgrader autograded test cell, None for any other cell."""
+    meta = cell.get("metadata", {}).get("nbgrader")
+    if not isinstance(meta, dict) or not meta.get("grade") or "points" not in meta:
+        return None
+    points = meta["points"]
+    if isinstance(points, bool) or not isinstance(points, (int, float)) or points < 0:
+        raise ValueError(f"cell {index}: nbgrader points must be a number >= 0, got {points!r}")
+    return float(points)
 
 
 def _function_in(source: str, exercise: str) -> str | None:
     marker = source.find(BEGIN_SOLUTION)
     if marker >= 0:
-        defs = _DEF.findall(source[:marker])
+        # A class exercise (an nn.Module) has its first marker inside a method: take the class.
+        defs = _TOP_LEVEL.findall(source[:marker]) or _DEF.findall(source[:marker])
         if defs:
             return defs[-1]
     calls = [f for n, f in _CHECK_CALL.findall(source) if n == exercise]
@@ -239,6 +257,7 @@ def _run_and_check(grade: Grade, nb, path: Path, workdir: Path, setup: Setup) ->
         exercises[slot.column] = {
             "functions": _candidates(nb, slot), "arg_names": list(exercise.arg_names),
             "seconds": exercise.time_limit, "forbidden": [list(f) for f in exercise.forbidden_calls()],
+            "module": exercise.kind == "module",
             "cases": [(c.args, c.kwargs) for c in setup.cases[slot.column]]}
     grading_seconds = sum(job["seconds"] for job in exercises.values()) + GRADER_MARGIN
     job = {"timeout": setup.timeout, "grading_seconds": grading_seconds, "exercises": exercises}

@@ -40,7 +40,14 @@ def test_reference_passes(name, capsys):
     result = core.run_check(with_nothing_forbidden(name), getattr(answers, name), points=2)
     assert result.passed and result.attempted, result.message
     assert result.points == 2 and result.cases_passed == result.cases_total > 0
-    assert capsys.readouterr().out.strip() == f"✅ {name}: passed {result.cases_total} cases"
+    out = capsys.readouterr().out.strip().splitlines()
+    plural = "" if result.cases_total == 1 else "s"
+    assert out[0] == f"✅ {name}: passed {result.cases_total} case{plural}"
+    explanation = check.EXERCISES[name].explanation  # a question's reasoning follows its pass
+    if explanation:
+        assert out[1].startswith("   why:      ") and len(out) == 1 + len(explanation.splitlines())
+    else:
+        assert len(out) == 1
 
 
 @pytest.mark.parametrize("name", NAMES)

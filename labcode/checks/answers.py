@@ -291,3 +291,210 @@ def encoder_block(x: Tensor, params: dict[str, Tensor], num_heads: int) -> Tenso
     y = F.layer_norm(x, (D,), params["ln_2.weight"], params["ln_2.bias"], eps=1e-6)
     y = F.gelu(F.linear(y, params["mlp.0.weight"], params["mlp.0.bias"]))  # (B, N, mlp_dim)
     return x + F.linear(y, params["mlp.3.weight"], params["mlp.3.bias"])  # (B, N, D)
+
+
+# ---------------------------------------------------------------------------------------
+# Exercises beyond "write a function": receptive field, pooling as a convolution, the input
+# gradient, modules that load torchvision's weights, questions and experiments.
+# Questions return their answer: one option ('C') or a set of them ({2, 5}).
+
+
+def receptive_field(layers: Sequence[tuple[int, int]]) -> int:
+    """Side of the input window that one output unit of a chain of (kernel, stride) layers sees.
+
+    r_l = r_(l-1) + (k_l - 1) * (product of the strides of the layers before l), r_0 = 1.
+    """
+    side, jump = 1, 1
+    for k, s in layers:
+        side += (k - 1) * jump
+        jump *= s
+    return side
+
+
+def avg_pool_kernel(channels: int, kernel_size: int) -> Tensor:
+    """Weights (C, C, k, k) such that F.conv2d(x, w, stride=k) is k x k average pooling of x."""
+    w = torch.zeros(channels, channels, kernel_size, kernel_size)
+    each = torch.arange(channels)
+    w[each, each] = 1.0 / (kernel_size * kernel_size)  # channel c reads only channel c
+    return w
+
+
+def conv_input_gradient(grad_out: Tensor, w: Tensor) -> Tensor:
+    """dL/dx of y = conv2d(x, w) (stride 1, no padding), given dL/dy: a full convolution with the flipped kernel."""
+    kh, kw = w.shape[-2:]
+    padded = F.pad(grad_out, (kw - 1, kw - 1, kh - 1, kh - 1))  # 'full' padding
+    return F.conv2d(padded, w.flip(2, 3).transpose(0, 1))  # (N, C, H, W)
+
+
+def pooling_parameters() -> int:
+    """Trainable parameters of a 2x2 max-pooling layer over 64 channels."""
+    return 0
+
+
+def larger_image_cost() -> str:
+    """Conv layers, global average pooling and a linear classifier, fed 2x larger images: what grows?"""
+    return "B"
+
+
+def footprint_experiment() -> int:
+    """Width of the gradient footprint of conv 3x3/1, conv 3x3/2, conv 5x5/1 (the experiment's setting)."""
+    return receptive_field([(3, 1), (3, 2), (5, 1)])
+
+
+def spot_errors_cnn() -> set[int]:
+    """The wrong sentences of chapter 1's passage."""
+    return {2, 4, 6}
+
+
+def _conv_norm_act(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
+    """Conv (no bias, 'same' padding for odd k) + BatchNorm(eps=1e-3) [+ SiLU]: torchvision's Conv2dNormActivation."""
+    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, k, stride, (k - 1) // 2, groups=groups, bias=False),
+                               nn.BatchNorm2d(c_out, eps=1e-3)]
+    if act:
+        layers.append(nn.SiLU())
+    return nn.Sequential(*layers)
+
+
+class _Excite(nn.Module):
+    """Squeeze-and-excitation with 1x1 convolutions named as torchvision names them (fc1, fc2)."""
+
+    def __init__(self, channels: int, squeeze: int):
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, squeeze, 1)
+        self.fc2 = nn.Conv2d(squeeze, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate = torch.sigmoid(self.fc2(F.silu(self.fc1(x.mean(dim=(2, 3), keepdim=True)))))  # (N, C, 1, 1)
+        return x * gate
+
+
+class MBConvBlock(nn.Module):
+    """torchvision's MBConv: [1x1 expand] -> depthwise k x k -> SE -> 1x1 project, residual when shapes allow."""
+
+    def __init__(self, c_in: int, c_out: int, expand: int, k: int, stride: int):
+        super().__init__()
+        hidden = c_in * expand
+        layers: list[nn.Module] = [_conv_norm_act(c_in, hidden, 1)] if expand != 1 else []
+        layers += [_conv_norm_act(hidden, hidden, k, stride, groups=hidden),
+                   _Excite(hidden, max(1, c_in // 4)),
+                   _conv_norm_act(hidden, c_out, 1, act=False)]
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and c_in == c_out
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.block(x)
+        return x + y if self.residual else y
+
+
+class FusedMBConvBlock(nn.Module):
+    """torchvision's FusedMBConv: k x k conv (expanding) -> [1x1 project], residual when shapes allow."""
+
+    def __init__(self, c_in: int, c_out: int, expand: int, k: int, stride: int):
+        super().__init__()
+        hidden = c_in * expand
+        if expand != 1:
+            layers = [_conv_norm_act(c_in, hidden, k, stride), _conv_norm_act(hidden, c_out, 1, act=False)]
+        else:
+            layers = [_conv_norm_act(c_in, c_out, k, stride)]
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and c_in == c_out
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.block(x)
+        return x + y if self.residual else y
+
+
+mbconv_block = MBConvBlock
+fused_mbconv_block = FusedMBConvBlock
+
+
+def arithmetic_intensity(c_in: int, c_out: int, k: int, h: int, w: int, groups: int) -> float:
+    """Multiply-adds per value read or written (input, weights, output) of a k x k conv, stride 1, 'same' padding."""
+    macs = c_out * (c_in // groups) * k * k * h * w
+    values = c_in * h * w + c_out * (c_in // groups) * k * k + c_out * h * w
+    return macs / values
+
+
+def progressive_image_sizes(epochs: int, stages: int, first: int, last: int) -> list[int]:
+    """The training image side of each epoch: stage i of M (epoch e is in stage e*M // E) uses first + (last-first)*i/(M-1)."""
+    sizes = []
+    for epoch in range(epochs):
+        stage = epoch * stages // epochs
+        t = stage / (stages - 1) if stages > 1 else 1.0
+        sizes.append(int(round(first + (last - first) * t)))
+    return sizes
+
+
+def alexnet_biggest_layer() -> str:
+    """Which of AlexNet's layers holds the most parameters (options in the exercise)."""
+    return "C"
+
+
+def fused_mbconv_cost() -> str:
+    """A Fused-MBConv's 3x3 conv against MBConv's expansion + depthwise pair: fewer, more or the same multiply-adds."""
+    return "B"
+
+
+def resolution_experiment() -> str:
+    """What halving EfficientNetV2-S's input side does to its multiply-adds and parameters."""
+    return "B"
+
+
+def spot_errors_efficientnet() -> set[int]:
+    """The wrong sentences of chapter 2's passage."""
+    return {2, 3, 6}
+
+
+class EncoderBlockModule(nn.Module):
+    """A pre-norm ViT encoder block whose parameters carry torchvision's EncoderBlock names."""
+
+    def __init__(self, num_heads: int, hidden_dim: int, mlp_dim: int):  # torchvision's order
+        super().__init__()
+        self.num_heads = num_heads
+        self.ln_1 = nn.LayerNorm(hidden_dim, eps=1e-6)
+        self.self_attention = nn.Module()
+        self.self_attention.in_proj_weight = nn.Parameter(torch.empty(3 * hidden_dim, hidden_dim))
+        self.self_attention.in_proj_bias = nn.Parameter(torch.empty(3 * hidden_dim))
+        self.self_attention.out_proj = nn.Linear(hidden_dim, hidden_dim)
+        self.ln_2 = nn.LayerNorm(hidden_dim, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(hidden_dim, mlp_dim), nn.GELU(), nn.Identity(), nn.Linear(mlp_dim, hidden_dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        attn = self.self_attention
+        qkv = F.linear(self.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # (B, N, 3D)
+        q, k, v = (split_heads(t, self.num_heads) for t in qkv.chunk(3, dim=-1))  # each (B, h, N, D/h)
+        x = x + attn.out_proj(merge_heads(scaled_dot_product_attention(q, k, v)))  # (B, N, D)
+        return x + self.mlp(self.ln_2(x))
+
+
+encoder_block_module = EncoderBlockModule
+
+
+def resize_position_embeddings(pos: Tensor, new_grid: int) -> Tensor:
+    """(1, 1 + g*g, D) -> (1, 1 + G*G, D): the class token's row kept, the g x g grid resized bicubically to G x G."""
+    cls, grid = pos[:, :1], pos[:, 1:]
+    D, g = pos.shape[-1], math.isqrt(grid.shape[1])
+    image = grid.reshape(1, g, g, D).permute(0, 3, 1, 2)  # (1, D, g, g)
+    image = F.interpolate(image, size=(new_grid, new_grid), mode="bicubic", align_corners=True)  # (1, D, G, G)
+    return torch.cat([cls, image.permute(0, 2, 3, 1).reshape(1, new_grid * new_grid, D)], dim=1)
+
+
+def attention_cost_growth() -> float:
+    """How many times more multiply-adds attention's two matrix products take when the image side doubles."""
+    return 16.0
+
+
+def size_dependent_parameters() -> str:
+    """Which of a ViT's parameters depend on the image size."""
+    return "B"
+
+
+def patch_size_experiment() -> int:
+    """Entries of one attention map of the ViT on 28x28 digits with 7x7 patches."""
+    tokens = (28 // 7) ** 2 + 1
+    return tokens * tokens
+
+
+def spot_errors_vit() -> set[int]:
+    """The wrong sentences of chapter 3's passage."""
+    return {1, 4, 5}

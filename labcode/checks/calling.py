@@ -73,6 +73,8 @@ def sanitize(value: Any, depth: int = 0) -> Any:
     if isinstance(value, (list, tuple)):
         items = [sanitize(v, depth + 1) for v in value[:10_000]]
         return tuple(items) if isinstance(value, tuple) else items
+    if isinstance(value, (set, frozenset)):  # an answer such as {2, 5}: a list, in a fixed order
+        return sorted((sanitize(v, depth + 1) for v in list(value)[:10_000]), key=repr)
     if isinstance(value, dict):
         return {str(k): sanitize(v, depth + 1) for k, v in list(value.items())[:1000]}
     try:
@@ -177,6 +179,55 @@ def _profiler(forbidden: list, hits: list) -> Callable:
     return hook
 
 
+class WeightsDoNotFit(Exception):
+    """A module built from the student's class whose parameters are not the ones the exercise hands in."""
+
+
+def module_runner(cls: Any) -> Callable:
+    """A function (init_args, weights, x) -> output for a module exercise.
+
+    It builds `cls(*init_args)`, loads `weights` (a state dict: names and shapes must be
+    exactly the ones given, else WeightsDoNotFit names the differences), moves it to x's
+    device, switches it to evaluation mode and returns its output on x, without gradients.
+    """
+    def run_module(init_args: Any, weights: dict, x: torch.Tensor) -> Any:
+        module = cls(*init_args)
+        if not isinstance(module, torch.nn.Module):
+            raise TypeError(f"{getattr(cls, '__name__', cls)}(...) should build a torch.nn.Module, "
+                            f"got {type(module).__name__}")
+        own = module.state_dict()
+        lacking = [k for k in weights if k not in own]
+        extra = [k for k in own if k not in weights]
+        shapes = [f"{k}: given {tuple(weights[k].shape)}, yours {tuple(own[k].shape)}"
+                  for k in weights if k in own and tuple(own[k].shape) != tuple(weights[k].shape)]
+        if lacking or extra or shapes:
+            parts = []
+            if lacking:
+                parts.append("your module has no " + ", ".join(
+                    f"{k} {tuple(weights[k].shape)}" for k in lacking[:4]) + (" ..." if len(lacking) > 4 else ""))
+            if extra:
+                parts.append("it has " + ", ".join(extra[:4]) + (" ..." if len(extra) > 4 else "")
+                             + ", which the given weights do not")
+            if shapes:
+                parts.append("shapes differ: " + "; ".join(shapes[:3]))
+            raise WeightsDoNotFit("the weights do not fit your module: " + "; ".join(parts)
+                                  + ". Name the submodules and size them as the exercise says.")
+        module.load_state_dict(weights)
+        module = module.to(x.device).eval()
+        with torch.no_grad():
+            return module(x)
+
+    run_module.__wrapped__ = cls  # type: ignore[attr-defined]  (forbidden_itself looks through it)
+    run_module.__name__ = str(getattr(cls, "__name__", "module"))
+    # NotImplementedError from any method of the student's own class is the stub, not a helper.
+    own_names = {run_module.__name__}
+    for klass in getattr(cls, "__mro__", ()):
+        if getattr(klass, "__module__", None) == getattr(cls, "__module__", None):
+            own_names |= {n for n, v in vars(klass).items() if callable(v)}
+    run_module.own_names = own_names  # type: ignore[attr-defined]
+    return run_module
+
+
 def call_with_time_limit(fn: Callable, args: tuple, kwargs: dict, seconds: float | None) -> Any:
     """fn(*args, **kwargs), raising TimeLimitReached if it runs past `seconds`.
 
@@ -260,7 +311,8 @@ def run_case(fn: Callable, args: tuple, kwargs: dict, arg_names: list[str],
             "line": line,
             "not_implemented": isinstance(error, NotImplementedError),
             # NotImplementedError from a helper the function calls, not from the function itself
-            "in_helper": where if where and where != getattr(fn, "__name__", where) else "",
+            "in_helper": where if where and where not in getattr(fn, "own_names", {getattr(fn, "__name__", where)})
+            else "",
             "seconds": time.perf_counter() - start,
             "forbidden": hits,
         }
@@ -273,17 +325,21 @@ def run_case(fn: Callable, args: tuple, kwargs: dict, arg_names: list[str],
 
 
 def run_cases(fn: Callable | None, cases: list, arg_names: list[str],
-              seconds: float | None, device: str | None = None, forbidden: list | None = None) -> list[dict]:
+              seconds: float | None, device: str | None = None, forbidden: list | None = None,
+              module: bool = False) -> list[dict]:
     """Outcomes of fn on each (args, kwargs) case, in order, sharing one time budget.
 
     Stops after the first call that raises, times out or calls a forbidden function: the
     checks report the first failure only. `device` moves tensor inputs there before the call.
+    `module`: fn is the student's nn.Module class, run through `module_runner`.
     """
     if fn is None or not callable(fn):
         return [{"status": "missing", "type": type(fn).__name__}]
     itself = forbidden_itself(fn, forbidden)
     if itself:
         return [{"status": "forbidden", "calls": itself}]
+    if module:
+        fn = module_runner(fn)
     outcomes = []
     used = 0.0
     for args, kwargs in cases:
@@ -315,7 +371,8 @@ def to_device(value: Any, device: str) -> Any:
 def grade_in_kernel(namespace: dict, cases_path: str, results_path: str) -> None:
     """Used by the grader inside a submission's kernel: run every requested check's cases.
 
-    `cases_path` holds {exercise: {"functions", "arg_names", "seconds", "cases", "forbidden"}};
+    `cases_path` holds {exercise: {"functions", "arg_names", "seconds", "cases", "forbidden",
+    "module"}} ("module": the function is an nn.Module class, see `module_runner`);
     the first of "functions" the notebook defined is called. The outcomes go to
     `results_path` as {exercise: [outcome, ...]}, written with torch.save so they can be
     read back with weights_only=True (no code runs on loading).
@@ -328,7 +385,7 @@ def grade_in_kernel(namespace: dict, cases_path: str, results_path: str) -> None
         fn = namespace.get(found[0]) if found else None
         try:
             outcomes = run_cases(fn, job["cases"], job["arg_names"], job["seconds"],
-                                 forbidden=job.get("forbidden"))
+                                 forbidden=job.get("forbidden"), module=bool(job.get("module")))
         except KeyboardInterrupt:
             raise
         except BaseException as error:  # keep going with the next exercise

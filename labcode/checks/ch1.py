@@ -387,3 +387,209 @@ cnn_param_count = declare(
         Mistake(_params_no_in_channels, "a conv kernel spans every input channel: weights = out_channels * in_channels * k * k"),
     ],
 )
+
+
+# ---------------------------------------------------------------------------------------
+# receptive_field
+
+
+def _receptive_field_cases() -> list[Case]:
+    _, rng = seeded("receptive_field")
+    chains = [[(1, 1)], [(3, 1)], [(3, 1), (3, 1)], [(3, 2), (3, 1)], [(3, 1), (2, 2), (3, 1)],
+              [(11, 4), (3, 2), (5, 1), (3, 2), (3, 1)]]
+    while len(chains) < 80:
+        chains.append([(rng.choice([1, 2, 3, 5, 7]), rng.choice([1, 1, 2, 3])) for _ in range(rng.randint(1, 8))])
+    chains = chains[:6] + sorted(chains[6:], key=len)
+    return [Case((chain,)) for chain in chains]
+
+
+def _rf_with(step):
+    def rf(layers):
+        side, jump = 1, 1
+        for k, s in layers:
+            side, jump = step(side, jump, k, s)
+        return side
+    return rf
+
+
+receptive_field = declare(
+    "receptive_field",
+    signature="receptive_field(layers) -> int",
+    doc="""Check fn(layers) -> int: the receptive field (in input pixels, along one axis) of one output unit.
+
+    layers is a list of (kernel_size, stride) pairs, applied in order (convolutions and
+    pools alike; padding does not change the size). r_0 = 1 and
+    r_l = r_(l-1) + (k_l - 1) * (product of the strides of the layers before l).
+    """,
+    reference=answers.receptive_field,
+    make_cases=_receptive_field_cases,
+    kind="int",
+    forbidden=["labcode.receptive_field.receptive_field", "labcode.receptive_field.receptive_field_table"],
+    mistakes=[
+        Mistake(_rf_with(lambda r, j, k, s: (r + k - 1, j)),
+                "a layer after a stride-s layer steps s input pixels per unit: multiply (k - 1) by the product of the earlier strides"),
+        Mistake(_rf_with(lambda r, j, k, s: (r + (k - 1) * j * s, j * s)),
+                "the product runs over the strides of the layers *before* l, not including layer l's own stride"),
+        Mistake(lambda layers: sum(k for k, _ in layers),
+                "kernel sizes do not simply add: two stacked 3x3 layers see 5 pixels, not 6; start from 1 and add k - 1"),
+    ],
+)
+
+
+# ---------------------------------------------------------------------------------------
+# avg_pool_kernel
+
+
+def _avg_kernel_cases() -> list[Case]:
+    _, rng = seeded("avg_pool_kernel")
+    configs = [(1, 1), (1, 2), (2, 2), (3, 3), (2, 4)]
+    while len(configs) < 30:
+        configs.append((rng.randint(1, 16), rng.randint(1, 5)))
+    return [Case(c) for c in configs[:5] + sorted(configs[5:])]
+
+
+avg_pool_kernel = declare(
+    "avg_pool_kernel",
+    signature="avg_pool_kernel(channels, kernel_size) -> tensor",
+    doc="""Check fn(channels, kernel_size) -> tensor w of shape (C, C, k, k), float32.
+
+    F.conv2d(x, w, stride=kernel_size) must equal F.avg_pool2d(x, kernel_size) for any x
+    with C channels: output channel c averages the k x k window of input channel c only.
+    """,
+    reference=answers.avg_pool_kernel,
+    make_cases=_avg_kernel_cases,
+    kind="tensor",
+    forbidden=["torch.nn.functional.avg_pool2d"],
+    mistakes=[
+        Mistake(lambda c, k: torch.full((c, c, k, k), 1.0 / (k * k)),
+                "a dense kernel mixes channels: output channel c must read input channel c only (zeros elsewhere)"),
+        Mistake(lambda c, k: answers.avg_pool_kernel(c, k) * k,
+                "a k x k window holds k * k values: divide by k * k, not by k"),
+        Mistake(lambda c, k: answers.avg_pool_kernel(c, k) * (k * k),
+                "ones add up the window; the mean divides by k * k"),
+    ],
+)
+
+
+# ---------------------------------------------------------------------------------------
+# conv_input_gradient
+
+
+def _input_gradient_cases() -> list[Case]:
+    gen, rng = seeded("conv_input_gradient")
+    configs = [(1, 1, 1, 1, 1, 1), (1, 1, 1, 2, 2, 2), (1, 1, 1, 3, 3, 3), (1, 2, 2, 3, 3, 3), (2, 3, 2, 4, 5, 2)]
+    while len(configs) < 40:
+        k = rng.choice([1, 2, 3, 5])
+        configs.append((rng.randint(1, 3), rng.randint(1, 4), rng.randint(1, 4), rng.randint(1, 6), rng.randint(1, 6), k))
+    configs = configs[:5] + sorted(configs[5:], key=lambda c: c[0] * c[1] * c[2] * c[3] * c[4])
+    cases = []
+    for n, c, o, ho, wo, k in configs:
+        cases.append(Case((torch.randn(n, o, ho, wo, generator=gen), torch.randn(o, c, k, k, generator=gen))))
+    return cases
+
+
+conv_input_gradient = declare(
+    "conv_input_gradient",
+    signature="conv_input_gradient(grad_out, w) -> tensor",
+    doc="""Check fn(grad_out, w) -> tensor: dL/dx for y = F.conv2d(x, w) (stride 1, no padding), given dL/dy.
+
+    grad_out (N, O, Ho, Wo), w (O, C, k, k); the answer is (N, C, Ho + k - 1, Wo + k - 1):
+    a 'full' convolution (k - 1 zeros on each side) of grad_out with w flipped in both
+    spatial axes and its two channel axes swapped. No autograd, no conv_transpose2d.
+    """,
+    reference=answers.conv_input_gradient,
+    make_cases=_input_gradient_cases,
+    kind="tensor",
+    forbidden=["torch.nn.grad.conv2d_input", "torch.nn.functional.conv_transpose2d", "torch.autograd.grad",
+               "torch.autograd.backward"],
+    mistakes=[
+        Mistake(lambda g, w: F.conv2d(F.pad(g, [w.shape[-1] - 1] * 4), w.transpose(0, 1)),
+                "flip the kernel (w.flip(2, 3)): the gradient is a true convolution, the forward pass a cross-correlation"),
+        Mistake(lambda g, w: F.conv2d(F.pad(g, [(w.shape[-1] - 1) // 2] * 4), w.flip(2, 3).transpose(0, 1)),
+                "pad grad_out with k - 1 zeros on each side ('full'), so every input pixel gets a value"),
+    ],
+)
+
+
+# ---------------------------------------------------------------------------------------
+# Questions and an experiment: the student's function takes no input and returns the answer.
+
+
+def _one_case() -> list[Case]:
+    return [Case(())]
+
+
+pooling_parameters = declare(
+    "pooling_parameters",
+    signature="pooling_parameters() -> int",
+    doc="""Check fn() -> int: how many trainable parameters a 2x2 max-pooling layer over 64 channels has.""",
+    reference=answers.pooling_parameters,
+    make_cases=_one_case,
+    kind="int",
+    explanation="""None at all: max pooling takes the largest value of each window by a fixed rule,
+    with nothing to learn. It changes the shape (halves H and W here), not the parameter count.""",
+    mistakes=[
+        Mistake(lambda: 2 * 2 * 64, "a pooling window is not a kernel with weights: what would a max learn?"),
+        Mistake(lambda: 2 * 2 * 64 + 64, "pooling has no weights and no bias"),
+        Mistake(lambda: 4, "pooling has no weights, neither per channel nor shared"),
+    ],
+)
+
+larger_image_cost = declare(
+    "larger_image_cost",
+    signature="larger_image_cost() -> str",
+    doc="""Check fn() -> str, one of 'A'-'D': a CNN of convolutions, global average pooling and one linear layer
+    gets images of twice the side. A: its parameters grow, B: its multiply-adds grow (about 4x),
+    its parameters do not, C: both grow about 4x, D: neither changes.""",
+    reference=answers.larger_image_cost,
+    make_cases=_one_case,
+    kind="choice",
+    options=("A", "B", "C", "D"),
+    explanation="""B. A convolution's weights are shared by every position, so they do not depend on the
+    image size; the work does: each of 4x as many output positions costs the same multiply-adds.
+    Global average pooling hands the linear layer C numbers whatever H and W are.""",
+    mistakes=[
+        Mistake(lambda: "A", "a kernel is the same at every position: does a bigger image need more kernels?"),
+        Mistake(lambda: "C", "the weights are shared across positions; global pooling keeps the linear layer's input at C numbers"),
+        Mistake(lambda: "D", "the same kernel is applied at 4x as many positions: what happens to the work?"),
+    ],
+)
+
+footprint_experiment = declare(
+    "footprint_experiment",
+    signature="footprint_experiment() -> int",
+    doc="""Check fn() -> int: the width, in pixels, of the gradient footprint your run drew for
+    conv 3x3 stride 1, conv 3x3 stride 2, conv 5x5 stride 1 (the experiment's setting).""",
+    reference=answers.footprint_experiment,
+    make_cases=_one_case,
+    kind="int",
+    explanation="""13 = 1 + (3-1)*1 + (3-1)*1 + (5-1)*2: the third layer sits after a stride-2 layer, so
+    each step of its kernel moves 2 input pixels. With tanh between the layers every path carries
+    gradient, so the footprint fills the whole receptive field, whatever the random weights.""",
+    mistakes=[
+        Mistake(lambda: 9, "9 is the width with a 3x3 last layer (did you set KERNEL = 5 and run the cell?), and "
+                "also what you get counting the 5x5 layer's (5 - 1) once: it comes after a stride-2 layer, so it counts twice"),
+        Mistake(lambda: 11, "kernel sizes do not add up (3 + 3 + 5): start from 1 and add (k - 1) times the earlier strides"),
+        Mistake(lambda: 15, "multiply by the strides *before* the layer, not by the layer's own"),
+    ],
+)
+
+spot_errors_cnn = declare(
+    "spot_errors_cnn",
+    signature="spot_errors_cnn() -> set of sentence numbers",
+    doc="""Check fn() -> set of ints: the numbers (1-6) of the wrong sentences in the passage on convolutions.""",
+    reference=answers.spot_errors_cnn,
+    make_cases=_one_case,
+    kind="choice",
+    options=(1, 2, 3, 4, 5, 6),
+    explanation="""2, 4 and 6. (2) 'Same' padding for a 5x5 kernel adds 4 zeros in total, 2 on each side.
+    (4) Stride 1 is common, but AlexNet's first layer uses 4, EfficientNetV2 halves the size with
+    stride 2 at each stage's start, and the ViT's patch embedding strides by the patch size.
+    (6) 'Full' padding adds k - 1 zeros on each side, not more than k. Sentences 1, 3 and 5 are right.""",
+    mistakes=[
+        Mistake(lambda: {4, 6}, "read sentence 2 again: is 4 the padding on each side, or in total?"),
+        Mistake(lambda: {2, 6}, "read sentence 4 again: what are AlexNet's first stride and the ViT's patch stride?"),
+        Mistake(lambda: {2, 4}, "read sentence 6 again: how many zeros does 'full' padding add on each side?"),
+        Mistake(lambda: {2, 3, 4, 6}, "sentence 3 is right: libraries compute cross-correlation and call it convolution"),
+    ],
+)

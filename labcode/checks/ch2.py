@@ -302,3 +302,333 @@ compound_scaling = declare(
                 "width_mult scales the channels and depth_mult the layers: the two are swapped"),
     ],
 )
+
+
+# ---------------------------------------------------------------------------------------
+# Modules that load torchvision's weights: mbconv_block, fused_mbconv_block
+#
+# Each case hands in (init_args, weights, x): the student's class is built with init_args,
+# loads `weights` (a state dict laid out as torchvision's block of the same configuration,
+# filled with seeded random values, batch-norm statistics included) and runs x in eval mode.
+# tests/test_exercise_kinds.py checks that the layout is torchvision's and that the answer
+# key's output equals torchvision's block on the same weights.
+
+
+def random_weights(cls, init_args: tuple, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """A state dict for cls(*init_args), filled from `gen`: weights ~ N(0, 1/fan_in), norms and statistics near 1 and 0."""
+    with torch.device("meta"):
+        shapes = {k: (tuple(v.shape), v.dtype) for k, v in cls(*init_args).state_dict().items()}
+    weights = {}
+    for key, (shape, dtype) in shapes.items():
+        if key.endswith("num_batches_tracked"):
+            weights[key] = torch.zeros(shape, dtype=dtype)
+        elif key.endswith("running_var"):
+            weights[key] = 0.05 + 0.95 * torch.rand(shape, generator=gen)  # small variances make eps matter
+        elif key.endswith(("running_mean", "bias")):
+            weights[key] = 0.2 * torch.randn(shape, generator=gen)
+        elif len(shape) == 1:  # a norm's scale
+            weights[key] = 0.5 + torch.rand(shape, generator=gen)
+        else:
+            fan_in = math.prod(shape[1:])
+            weights[key] = torch.randn(shape, generator=gen) / math.sqrt(fan_in)
+    return weights
+
+
+def _block_cases(name: str, cls, configs: list[tuple]) -> list[Case]:
+    gen, rng = seeded(name)
+    cases = []
+    for config in configs:
+        side = rng.choice([5, 7, 8, 9])
+        x = torch.randn(2, config[0], side, side, generator=gen)
+        cases.append(Case((config, random_weights(cls, config, gen), x)))
+    return cases
+
+
+# Small blocks first (the smallest failing case is shown), then EfficientNetV2-S's own configurations
+# (c_in, c_out, expand, k, stride): the first and a repeated block of stages 4 and 5, the first of stage 6.
+_MBCONV_CONFIGS = [(8, 8, 4, 3, 1), (8, 16, 4, 3, 2), (16, 16, 1, 3, 1), (8, 16, 6, 5, 1),
+                   (64, 128, 4, 3, 2), (128, 128, 4, 3, 1), (128, 160, 6, 3, 1), (160, 160, 6, 3, 1),
+                   (160, 256, 6, 3, 2)]
+_FUSED_CONFIGS = [(8, 8, 1, 3, 1), (8, 16, 4, 3, 2), (16, 16, 4, 3, 1), (24, 24, 1, 3, 1),
+                  (24, 48, 4, 3, 2), (48, 48, 4, 3, 1), (48, 64, 4, 3, 2), (64, 64, 4, 3, 1)]
+
+
+def _relu_instead(cls):
+    class WithReLU(cls):
+        def __init__(self, *args):
+            super().__init__(*args)
+            for name, module in list(self.named_modules()):
+                for child, sub in list(module.named_children()):
+                    if isinstance(sub, torch.nn.SiLU):
+                        setattr(module, child, torch.nn.ReLU())
+    return WithReLU
+
+
+def _default_eps(cls):
+    class DefaultEps(cls):
+        def __init__(self, *args):
+            super().__init__(*args)
+            for module in self.modules():
+                if isinstance(module, torch.nn.BatchNorm2d):
+                    module.eps = 1e-5
+    return DefaultEps
+
+
+def _no_residual(cls):
+    class NoResidual(cls):
+        def forward(self, x):
+            return self.block(x)
+    return NoResidual
+
+
+_BLOCK_LAYOUT = """
+    Submodules carry torchvision's names, so its state dict loads: everything sits in
+    `self.block`, an nn.Sequential. Each convolution is an nn.Sequential of Conv2d (no bias,
+    padding (k - 1) // 2), BatchNorm2d(eps=1e-3) and, except for the last 1x1 projection,
+    SiLU. The output adds the input when stride == 1 and c_in == c_out.
+"""
+
+mbconv_block = declare(
+    "mbconv_block",
+    signature="mbconv_block(c_in, c_out, expand, k, stride) -> nn.Module class",
+    doc="""Check fn(c_in, c_out, expand, k, stride) -> nn.Module: fn is a class, torchvision's MBConv block.
+
+    Each case builds fn(*init_args), loads the weights of torchvision's block of the same
+    configuration (EfficientNetV2-S's stages 4-6 among them, random values), and compares
+    its output in eval mode on x (N, c_in, H, W). hidden = c_in * expand.
+    block.0: 1x1 conv c_in -> hidden (only when expand != 1; the later indices shift down);
+    block.1: depthwise k x k conv, stride `stride`, groups = hidden;
+    block.2: squeeze-and-excitation: mean over H and W, fc1 (1x1 conv hidden -> max(1, c_in // 4),
+             with bias), SiLU, fc2 (1x1 conv back to hidden, with bias), sigmoid, times the input;
+    block.3: 1x1 conv hidden -> c_out, BatchNorm, no activation.
+    """ + _BLOCK_LAYOUT,
+    reference=answers.mbconv_block,
+    make_cases=lambda: _block_cases("mbconv_block", answers.MBConvBlock, _MBCONV_CONFIGS),
+    kind="module",
+    time_limit=30.0,
+    forbidden=["torchvision.models.efficientnet.MBConv.forward", "labcode.layers.MBConv.forward"],
+    mistakes=[
+        Mistake(_no_residual(answers.MBConvBlock),
+                "add the input to the output when stride == 1 and c_in == c_out (the residual connection)"),
+        Mistake(_relu_instead(answers.MBConvBlock), "EfficientNet's activation is SiLU (x * sigmoid(x)), not ReLU"),
+        Mistake(_default_eps(answers.MBConvBlock),
+                "torchvision's EfficientNet builds BatchNorm2d with eps=1e-3, not the default 1e-5"),
+    ],
+)
+
+fused_mbconv_block = declare(
+    "fused_mbconv_block",
+    signature="fused_mbconv_block(c_in, c_out, expand, k, stride) -> nn.Module class",
+    doc="""Check fn(c_in, c_out, expand, k, stride) -> nn.Module: fn is a class, torchvision's Fused-MBConv.
+
+    Each case builds fn(*init_args), loads the weights of torchvision's block of the same
+    configuration (EfficientNetV2-S's stages 1-3 among them, random values), and compares
+    its output in eval mode on x (N, c_in, H, W). hidden = c_in * expand.
+    expand != 1: block.0: k x k conv c_in -> hidden, stride `stride`, BatchNorm, SiLU;
+                 block.1: 1x1 conv hidden -> c_out, BatchNorm, no activation.
+    expand == 1: block.0 only: k x k conv c_in -> c_out, stride `stride`, BatchNorm, SiLU.
+    No squeeze-and-excitation.
+    """ + _BLOCK_LAYOUT,
+    reference=answers.fused_mbconv_block,
+    make_cases=lambda: _block_cases("fused_mbconv_block", answers.FusedMBConvBlock, _FUSED_CONFIGS),
+    kind="module",
+    time_limit=30.0,
+    forbidden=["torchvision.models.efficientnet.FusedMBConv.forward", "labcode.layers.FusedMBConv.forward"],
+    mistakes=[
+        Mistake(_no_residual(answers.FusedMBConvBlock),
+                "add the input to the output when stride == 1 and c_in == c_out (the residual connection)"),
+        Mistake(_relu_instead(answers.FusedMBConvBlock), "EfficientNet's activation is SiLU (x * sigmoid(x)), not ReLU"),
+        Mistake(_default_eps(answers.FusedMBConvBlock),
+                "torchvision's EfficientNet builds BatchNorm2d with eps=1e-3, not the default 1e-5"),
+    ],
+)
+
+
+# ---------------------------------------------------------------------------------------
+# arithmetic_intensity
+
+
+def _intensity_cases() -> list[Case]:
+    _, rng = seeded("arithmetic_intensity")
+    configs = [(1, 1, 1, 1, 1, 1), (4, 4, 3, 8, 8, 1), (4, 4, 3, 8, 8, 4), (96, 96, 3, 56, 56, 96),
+               (96, 96, 3, 56, 56, 1), (24, 96, 3, 32, 32, 1)]
+    while len(configs) < 80:
+        c = rng.choice([8, 16, 24, 32, 48, 64, 128, 256])
+        depthwise = rng.random() < 0.5
+        configs.append((c, c if depthwise else rng.choice([8, 16, 32, 64, 128, 256]), rng.choice([1, 3, 5]),
+                        rng.choice([7, 14, 28, 56, 112]), rng.choice([7, 14, 28, 56, 112]), c if depthwise else 1))
+    configs = configs[:6] + sorted(configs[6:], key=lambda t: t[0] * t[1] * t[3] * t[4])
+    return [Case(c) for c in configs]
+
+
+def _intensity_with(macs_scale=1.0, weights=True, groups_in_macs=True, value_bytes=1):
+    def intensity(c_in, c_out, k, h, w, groups):
+        per_filter = c_in // groups
+        macs = c_out * (per_filter if groups_in_macs else c_in) * k * k * h * w * macs_scale
+        moved = c_in * h * w + (c_out * per_filter * k * k if weights else 0) + c_out * h * w
+        return macs / (moved * value_bytes)
+    return intensity
+
+
+arithmetic_intensity = declare(
+    "arithmetic_intensity",
+    signature="arithmetic_intensity(c_in, c_out, k, h, w, groups) -> float",
+    doc="""Check fn(c_in, c_out, k, h, w, groups) -> float: multiply-adds per value moved, for a k x k convolution.
+
+    Stride 1, 'same' padding, so the output is (c_out, h, w). Multiply-adds:
+    c_out * (c_in / groups) * k * k * h * w. Values moved: the input (c_in * h * w), the
+    weights (c_out * (c_in / groups) * k * k) and the output (c_out * h * w), each read or
+    written once. groups = 1 is a dense convolution, groups = c_in = c_out a depthwise one.
+    """,
+    reference=answers.arithmetic_intensity,
+    make_cases=_intensity_cases,
+    kind="number",
+    mistakes=[
+        Mistake(_intensity_with(groups_in_macs=False),
+                "each filter of a grouped convolution sees c_in / groups channels: count c_out * (c_in / groups) * k * k * h * w multiply-adds"),
+        Mistake(_intensity_with(weights=False), "the weights are moved too: add c_out * (c_in / groups) * k * k values"),
+        Mistake(_intensity_with(macs_scale=2.0), "count multiply-adds, not FLOPs (one multiply-add is 2 FLOPs)"),
+        Mistake(_intensity_with(value_bytes=4), "count values, not bytes"),
+    ],
+)
+
+
+# ---------------------------------------------------------------------------------------
+# progressive_image_sizes
+
+
+def _progressive_cases() -> list[Case]:
+    _, rng = seeded("progressive_image_sizes")
+    configs = [(1, 1, 64, 64), (2, 2, 32, 64), (4, 2, 32, 64), (5, 2, 32, 64), (6, 3, 128, 256), (7, 4, 100, 190)]
+    while len(configs) < 60:
+        stages = rng.randint(1, 6)
+        epochs = rng.randint(stages, 40)
+        first = rng.choice([16, 32, 64, 96, 128, 160])
+        step = rng.choice([0, 4, 8, 16, 32])  # last - first is a multiple of stages - 1: no rounding needed
+        configs.append((epochs, stages, first, first + step * max(stages - 1, 0)))
+    return [Case(c) for c in configs[:6] + sorted(configs[6:])]
+
+
+def _progressive_with(fraction=lambda i, m: i / (m - 1) if m > 1 else 1.0, stage_of=lambda e, E, M: e * M // E):
+    def sizes(epochs, stages, first, last):
+        return [int(first + (last - first) * fraction(stage_of(e, epochs, stages), stages)) for e in range(epochs)]
+    return sizes
+
+
+progressive_image_sizes = declare(
+    "progressive_image_sizes",
+    signature="progressive_image_sizes(epochs, stages, first, last) -> list of ints",
+    doc="""Check fn(epochs, stages, first, last) -> list of `epochs` ints: the training image side of each epoch.
+
+    EfficientNetV2's progressive learning (Algorithm 1): the run is cut into M = stages
+    stages; epoch e (counted from 0) of E belongs to stage floor(e * M / E); stage i trains
+    at first + (last - first) * i / (M - 1) pixels (at `last` when M = 1). The cases keep
+    last - first a multiple of M - 1, so every size is a whole number.
+    """,
+    reference=answers.progressive_image_sizes,
+    make_cases=_progressive_cases,
+    kind="ints",
+    forbidden=["labcode.progressive.ProgressiveSchedule.stage", "labcode.progressive.ProgressiveSchedule.stages_for"],
+    mistakes=[
+        Mistake(_progressive_with(fraction=lambda i, m: i / m),
+                "the last stage reaches `last`: interpolate with i / (M - 1), not i / M"),
+        Mistake(_progressive_with(stage_of=lambda e, E, M: min(M - 1, e // max(1, E // M))),
+                "when M does not divide E, use stage = e * M // E: e // (E // M) leaves the last stage too long"),
+        Mistake(_progressive_with(fraction=lambda i, m: 1 - i / (m - 1) if m > 1 else 1.0),
+                "images grow during training: the first stage uses `first`, the last `last`"),
+    ],
+)
+
+
+# ---------------------------------------------------------------------------------------
+# Questions, an experiment and a passage with errors
+
+
+def _one_case() -> list[Case]:
+    return [Case(())]
+
+
+alexnet_biggest_layer = declare(
+    "alexnet_biggest_layer",
+    signature="alexnet_biggest_layer() -> str",
+    doc="""Check fn() -> str, one of 'A'-'D': which layer of torchvision's AlexNet holds the most parameters?
+    A: conv1 (11x11, 3 -> 64), B: conv3 (3x3, 192 -> 384), C: the first fully connected layer
+    (256 * 6 * 6 -> 4096), D: the classifier (4096 -> 1000).""",
+    reference=answers.alexnet_biggest_layer,
+    make_cases=_one_case,
+    kind="choice",
+    options=("A", "B", "C", "D"),
+    explanation="""C. 256 * 6 * 6 * 4096 + 4096 = 37,752,832 parameters, about 62% of AlexNet's 61.1 million.
+    Convolutions share small kernels across positions (conv1: 23,296; conv3: 663,936), while a
+    fully connected layer has a weight for every input-output pair; the classifier has 4,097,000.""",
+    mistakes=[
+        Mistake(lambda: "A", "conv1's kernels are big (11x11), but there are only 3 * 64 of them: 23,296 parameters"),
+        Mistake(lambda: "B", "conv3 has 3 * 3 * 192 * 384 + 384 = 663,936 parameters: count a fully connected layer too"),
+        Mistake(lambda: "D", "the classifier has 4096 * 1000 + 1000 = 4,097,000: compare with the layer before it"),
+    ],
+)
+
+fused_mbconv_cost = declare(
+    "fused_mbconv_cost",
+    signature="fused_mbconv_cost() -> str",
+    doc="""Check fn() -> str, one of 'A'-'C': at 48 channels, expansion 4, 3x3 (EfficientNetV2-S's stage 3),
+    the Fused-MBConv's single 3x3 conv (48 -> 192) against MBConv's 1x1 expansion (48 -> 192) plus
+    3x3 depthwise conv (192 channels) has A: fewer multiply-adds, B: more, C: the same.""",
+    reference=answers.fused_mbconv_cost,
+    make_cases=_one_case,
+    kind="choice",
+    options=("A", "B", "C"),
+    explanation="""B, about 7.6x more per position: 48 * 192 * 9 = 82,944 against 48 * 192 + 192 * 9 = 10,944.
+    Fused-MBConv is still faster in the early stages because accelerators run a dense convolution
+    close to their peak, while a depthwise one does few multiply-adds per value it moves (low
+    arithmetic intensity) and waits on memory. In the late stages the extra work wins, so
+    EfficientNetV2 fuses only stages 1-3.""",
+    mistakes=[
+        Mistake(lambda: "A", "count them: a 3x3 conv from 48 to 192 channels against a 1x1 conv plus a 3x3 depthwise one"),
+        Mistake(lambda: "C", "one dense 3x3 conv replaces a 1x1 conv and a depthwise conv: count the multiply-adds of each"),
+    ],
+)
+
+resolution_experiment = declare(
+    "resolution_experiment",
+    signature="resolution_experiment() -> str",
+    doc="""Check fn() -> str, one of 'A'-'D': after your run at IMAGE_SIZE = 112 instead of 224, what happened to
+    EfficientNetV2-S's multiply-adds and parameters? A: both fell to about a quarter,
+    B: multiply-adds fell to about a quarter, parameters stayed the same, C: multiply-adds fell
+    to about a half, parameters stayed the same, D: neither changed.""",
+    reference=answers.resolution_experiment,
+    make_cases=_one_case,
+    kind="choice",
+    options=("A", "B", "C", "D"),
+    explanation="""B. Halving the side leaves a quarter of the positions in every feature map, and each
+    position costs the same multiply-adds; the weights do not depend on the image size (global
+    average pooling feeds the classifier). This is why progressive learning trains the first
+    epochs on small images: each step is cheaper, with the same model.""",
+    mistakes=[
+        Mistake(lambda: "A", "look at the parameter count your run printed: did it change?"),
+        Mistake(lambda: "C", "the cost scales with the number of positions, H * W: halving the side divides it by?"),
+        Mistake(lambda: "D", "run the cell with IMAGE_SIZE = 112 and compare the two lines it prints"),
+    ],
+)
+
+spot_errors_efficientnet = declare(
+    "spot_errors_efficientnet",
+    signature="spot_errors_efficientnet() -> set of sentence numbers",
+    doc="""Check fn() -> set of ints: the numbers (1-7) of the wrong sentences in the passage on AlexNet and EfficientNetV2.""",
+    reference=answers.spot_errors_efficientnet,
+    make_cases=_one_case,
+    kind="choice",
+    options=(1, 2, 3, 4, 5, 6, 7),
+    explanation="""2, 3 and 6. (2) Before AlexNet, the ImageNet entries used hand-engineered features (SIFT,
+    Fisher vectors) with linear classifiers, not neural networks. (3) Compound scaling is EfficientNet
+    V1's idea (2019); V2's own are training-aware search, Fused-MBConv in the early stages, a
+    non-uniform scaling rule and progressive learning. (6) Fused-MBConv has more parameters and
+    multiply-adds than the pair it replaces; it is faster early on because dense convolutions use
+    the hardware better. Sentences 1, 4, 5 and 7 are right.""",
+    mistakes=[
+        Mistake(lambda: {3, 6}, "read sentence 2 again: what did the ImageNet entries before 2012 use?"),
+        Mistake(lambda: {2, 6}, "read sentence 3 again: which paper introduced compound scaling?"),
+        Mistake(lambda: {2, 3}, "read sentence 6 again: count the multiply-adds of a dense 3x3 conv against 1x1 + depthwise"),
+        Mistake(lambda: {2, 3, 6, 7}, "sentence 7 is right: 15.3% top-5 error against 26.2% for the second-best entry"),
+    ],
+)

@@ -381,3 +381,198 @@ encoder_block = declare(
         Mistake(_encoder_variant(residual=False), "each sub-layer's output is added to its input (the residual connection)"),
     ],
 )
+
+
+# ---------------------------------------------------------------------------------------
+# encoder_block_module: the block as an nn.Module that loads torchvision's EncoderBlock weights
+
+
+def _encoder_module_cases() -> list[Case]:
+    from labcode.checks.ch2 import random_weights
+
+    gen, rng = seeded("encoder_block_module")
+    configs = [(1, 4, 8), (2, 8, 16), (2, 16, 64), (4, 32, 64), (8, 64, 128), (12, 96, 384)]
+    cases = []
+    for heads, dim, mlp in configs:
+        x = torch.randn(2, rng.randint(1, 17), dim, generator=gen)
+        cases.append(Case(((heads, dim, mlp), random_weights(answers.EncoderBlockModule, (heads, dim, mlp), gen), x)))
+    return cases
+
+
+def _module_variant(**changes):
+    variant = _encoder_variant(**changes)
+
+    class Variant(answers.EncoderBlockModule):
+        def forward(self, x):
+            return variant(x, dict(self.state_dict()), self.num_heads)
+    return Variant
+
+
+encoder_block_module = declare(
+    "encoder_block_module",
+    signature="encoder_block_module(num_heads, hidden_dim, mlp_dim) -> nn.Module class",
+    doc="""Check fn(num_heads, hidden_dim, mlp_dim) -> nn.Module: fn is a class, a pre-norm ViT encoder block.
+
+    Each case builds fn(*init_args), loads the weights of torchvision's EncoderBlock of the
+    same size (random values) and compares its output in eval mode on x (B, N, hidden_dim).
+    Parameters, named as torchvision names them: ln_1 and ln_2 (LayerNorm, eps 1e-6);
+    self_attention.in_proj_weight (3D, D) and self_attention.in_proj_bias (3D,), q, k, v
+    stacked in that order; self_attention.out_proj (Linear D -> D); mlp.0 (Linear D -> mlp_dim),
+    exact GELU, mlp.3 (Linear mlp_dim -> D); no other parameters. forward(x):
+    y = x + out_proj(attention(ln_1(x))); return y + mlp(ln_2(y)). torch's
+    nn.MultiheadAttention's forward does not count: write the attention.
+    """,
+    reference=answers.encoder_block_module,
+    make_cases=_encoder_module_cases,
+    kind="module",
+    time_limit=20.0,
+    tolerance=1e-5,  # as encoder_block: the tanh GELU must fail
+    forbidden=["torch.nn.MultiheadAttention.forward", "torch.nn.functional.multi_head_attention_forward",
+               "torch._native_multi_head_attention", "torch._transformer_encoder_layer_fwd",
+               "torchvision.models.vision_transformer.EncoderBlock.forward", "labcode.checks.answers.encoder_block"],
+    mistakes=[
+        Mistake(_module_variant(post_norm=True), "ViT normalises before each sub-layer (pre-norm): x + attention(ln_1(x)), "
+                "not ln_1(x + attention(x))"),
+        Mistake(_module_variant(scale=False), "the attention scores need the 1 / sqrt(d) scale, d = hidden_dim / num_heads"),
+        Mistake(_module_variant(act=F.relu), "ViT's MLP uses GELU, not ReLU"),
+        Mistake(_module_variant(act=lambda y: F.gelu(y, approximate="tanh")),
+                "use the exact GELU (nn.GELU()'s default), not the tanh approximation"),
+        Mistake(_module_variant(residual=False), "each sub-layer's output is added to its input (the residual connection)"),
+    ],
+)
+
+
+# ---------------------------------------------------------------------------------------
+# resize_position_embeddings
+
+
+def _resize_cases() -> list[Case]:
+    gen, rng = seeded("resize_position_embeddings")
+    configs = [(1, 1, 1), (2, 1, 2), (2, 2, 4), (3, 4, 2), (4, 8, 6)]
+    while len(configs) < 30:
+        configs.append((rng.randint(1, 8), rng.choice([1, 2, 4, 8, 16]), rng.randint(1, 12)))
+    configs = configs[:5] + sorted(configs[5:], key=lambda c: c[0] * c[1] * c[2])
+    return [Case((torch.randn(1, 1 + g * g, d, generator=gen), new)) for g, d, new in configs]
+
+
+def _resize_with(mode="bicubic", align_corners=True, transpose=False):
+    def resize(pos, new_grid):
+        cls, grid = pos[:, :1], pos[:, 1:]
+        D, g = pos.shape[-1], math.isqrt(grid.shape[1])
+        image = grid.reshape(1, g, g, D).permute(0, 3, 2, 1) if transpose else grid.reshape(1, g, g, D).permute(0, 3, 1, 2)
+        image = F.interpolate(image, size=(new_grid, new_grid), mode=mode,
+                              align_corners=align_corners if mode != "nearest" else None)
+        return torch.cat([cls, image.permute(0, 2, 3, 1).reshape(1, new_grid * new_grid, D)], dim=1)
+    return resize
+
+
+resize_position_embeddings = declare(
+    "resize_position_embeddings",
+    signature="resize_position_embeddings(pos, new_grid) -> tensor",
+    doc="""Check fn(pos (1, 1 + g*g, D), new_grid) -> (1, 1 + new_grid**2, D): position embeddings for another image size.
+
+    Row 0 is the class token's embedding: keep it. Rows 1.. are a g x g grid in row-major
+    order (row by row of patches): make it an image (1, D, g, g), resize it to
+    (new_grid, new_grid) with F.interpolate(mode="bicubic", align_corners=True), as
+    torchvision does, and flatten it back in row-major order after the class token's row.
+    """,
+    reference=answers.resize_position_embeddings,
+    make_cases=_resize_cases,
+    kind="tensor",
+    forbidden=["torchvision.models.vision_transformer.interpolate_embeddings"],
+    mistakes=[
+        Mistake(_resize_with(transpose=True),
+                "the tokens run row by row: reshape to (g, g, D) and move D first with permute(2, 0, 1), "
+                "so rows stay rows (the grid came out transposed)"),
+        Mistake(_resize_with(mode="bilinear"), "resize with mode='bicubic' (as torchvision), not bilinear"),
+        Mistake(_resize_with(align_corners=False), "pass align_corners=True, as torchvision does"),
+    ],
+)
+
+
+# ---------------------------------------------------------------------------------------
+# Questions, an experiment and a passage with errors
+
+
+def _one_case() -> list[Case]:
+    return [Case(())]
+
+
+attention_cost_growth = declare(
+    "attention_cost_growth",
+    signature="attention_cost_growth() -> float",
+    doc="""Check fn() -> number: a ViT with a fixed patch size gets images of twice the side. By what factor
+    do the multiply-adds of attention's two matrix products (q k^T and the weights times v) grow?
+    Ignore the class token.""",
+    reference=answers.attention_cost_growth,
+    make_cases=_one_case,
+    kind="number",
+    explanation="""16. Twice the side gives 4x as many patches, N -> 4N. Each product compares every token
+    with every token: N * N * d multiply-adds, so (4N)^2 / N^2 = 16. The projections and the MLP
+    grow only 4x (linear in N): at high resolution attention dominates, which is why later models
+    (Swin) restrict it to windows.""",
+    mistakes=[
+        Mistake(lambda: 4.0, "that is how the number of tokens grows; attention pairs every token with every token"),
+        Mistake(lambda: 2.0, "count the patches first: twice the side, how many more patches?"),
+        Mistake(lambda: 8.0, "N tokens give N * N scores: square the growth of N"),
+    ],
+)
+
+size_dependent_parameters = declare(
+    "size_dependent_parameters",
+    signature="size_dependent_parameters() -> str",
+    doc="""Check fn() -> str, one of 'A'-'D': which of a ViT's parameters change shape when it is built for
+    larger images (same patch size)? A: the patch embedding's weights, B: the position
+    embeddings, C: the attention projections, D: the MLP's weights.""",
+    reference=answers.size_dependent_parameters,
+    make_cases=_one_case,
+    kind="choice",
+    options=("A", "B", "C", "D"),
+    explanation="""B. There is one position embedding per token, and the number of tokens grows with the
+    image. Everything else acts on one patch or one token at a time, whatever their number. That
+    is why a pretrained ViT runs at a new resolution once its position embeddings are resized
+    (resize_position_embeddings).""",
+    mistakes=[
+        Mistake(lambda: "A", "the patch embedding maps one p x p patch to D numbers, whatever the number of patches"),
+        Mistake(lambda: "C", "the q, k, v projections act on one token at a time: D -> 3D, whatever N is"),
+        Mistake(lambda: "D", "the MLP acts on one token at a time: its weights do not see N"),
+    ],
+)
+
+patch_size_experiment = declare(
+    "patch_size_experiment",
+    signature="patch_size_experiment() -> int",
+    doc="""Check fn() -> int: the number of entries in one head's attention map of the ViT on 28x28 digits
+    after your run with PATCH = 7 (the class token included).""",
+    reference=answers.patch_size_experiment,
+    make_cases=_one_case,
+    kind="int",
+    explanation="""289 = 17 * 17: 28 / 7 = 4 patches per side, 16 patches plus the class token. With 4x4
+    patches the map had 50 * 50 = 2,500 entries: patches 1.75x wider made each attention map
+    about 8.7x smaller, as attention's cost grows with the square of the number of tokens.""",
+    mistakes=[
+        Mistake(lambda: 2500, "that is the map for PATCH = 4; set PATCH = 7 and run the cell again"),
+        Mistake(lambda: 256, "count the class token too: 16 patches + 1 = 17 tokens"),
+        Mistake(lambda: 17, "one map holds a weight for every pair of tokens (query, key)"),
+    ],
+)
+
+spot_errors_vit = declare(
+    "spot_errors_vit",
+    signature="spot_errors_vit() -> set of sentence numbers",
+    doc="""Check fn() -> set of ints: the numbers (1-6) of the wrong sentences in the passage on the Vision Transformer.""",
+    reference=answers.spot_errors_vit,
+    make_cases=_one_case,
+    kind="choice",
+    options=(1, 2, 3, 4, 5, 6),
+    explanation="""1, 4 and 5. (1) Self-attention relates tokens, one per patch (plus the class token), not
+    pixels. (4) Its cost grows with the square of the number of tokens. (5) The ViT paper's
+    '2-4x less compute' compares pre-training on JFT-300M with BiT ResNets at the same transfer
+    accuracy; trained from scratch on small data, ViTs trail CNNs. Sentences 2, 3 and 6 are right.""",
+    mistakes=[
+        Mistake(lambda: {4, 5}, "read sentence 1 again: what does a ViT attend between, pixels or something else?"),
+        Mistake(lambda: {1, 5}, "read sentence 4 again: every token is compared with every token"),
+        Mistake(lambda: {1, 4}, "read sentence 5 again: what data and what comparison did the paper's claim rest on?"),
+        Mistake(lambda: {1, 3, 4, 5}, "sentence 3 is right: the classifier reads the class token's final state"),
+    ],
+)

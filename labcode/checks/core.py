@@ -33,7 +33,12 @@ from labcode.checks import calling
 
 TOLERANCE = {torch.float64: 1e-5, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 2e-2}
 NUMBER_TOLERANCE = 1e-6
-KINDS = ("int", "ints", "number", "tensor", "shapes")
+KINDS = ("int", "ints", "number", "tensor", "shapes", "module", "choice")
+# "module": the student hands in an nn.Module class; each case builds it, loads the given
+#           weights (a state dict) and runs it on an input (calling.module_runner); outputs
+#           are compared as tensors. The reference and the mistakes are classes too.
+# "choice": a question's answer, one option ('B') or a set of them ({2, 5}), compared as a
+#           set; strings ignore case and surrounding spaces. Options are declared.
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,12 @@ class Exercise:
     arg_names: list[str] = field(default_factory=list)
     forbidden: list[str] = field(default_factory=list)
     forbid_answer_key: bool = True  # tests of the checks themselves turn it off to run the key
+    explanation: str = ""  # a question's reasoning: shown once it is answered right; the answer is never shown
+    options: tuple = ()    # the options of a "choice" question
+
+    def runner(self, fn: Callable) -> Callable:
+        """What a case calls: fn itself, or for a module exercise the class built, loaded and run."""
+        return calling.module_runner(fn) if self.kind == "module" else fn
 
     def forbidden_calls(self) -> list[tuple[str, str, str]]:
         """(module, qualified name, shown name) of every function this exercise forbids.
@@ -83,7 +94,8 @@ class Exercise:
         if self._resolved is None:
             found: list[tuple[str, str, str]] = []
             key_name = f"{self.reference.__module__}.{self.reference.__name__}"
-            for dotted in [*self.forbidden, *([key_name] if self.forbid_answer_key else [])]:
+            keys = [key_name, *([f"{key_name}.forward"] if isinstance(self.reference, type) else [])]
+            for dotted in [*self.forbidden, *(keys if self.forbid_answer_key else [])]:
                 fn = _resolve(dotted)
                 if fn is None:
                     continue
@@ -112,6 +124,15 @@ class Exercise:
             raise ValueError(f"{where}: points must be a number >= 0, got {self.points!r}")
         if isinstance(self.time_limit, bool) or not isinstance(self.time_limit, (int, float)) or self.time_limit <= 0:
             raise ValueError(f"{where}: time_limit must be a number of seconds > 0, got {self.time_limit!r}")
+        if self.kind == "choice":
+            if not isinstance(self.options, tuple) or len(self.options) < 2:
+                raise ValueError(f"{where}: a choice question needs a tuple of at least 2 options, got {self.options!r}")
+        elif self.options:
+            raise ValueError(f"{where}: options are for kind 'choice', not {self.kind!r}")
+        if not isinstance(self.explanation, str):
+            raise TypeError(f"{where}: explanation must be a str, got {type(self.explanation).__name__}")
+        if self.kind == "module" and not self.arg_names:
+            self.arg_names = ["init_args", "weights", "x"]
         if not self.arg_names:
             positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
             self.arg_names = [p.name for p in inspect.signature(self.reference).parameters.values()
@@ -166,7 +187,7 @@ def forbidden_in_source(source: str, function: str, exercise: Exercise, aliases:
     keys = {f[:2]: f[2] for f in exercise.forbidden_calls()}
     found: list[str] = []
     for node in ast.walk(tree):
-        if not (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == function):
+        if not (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == function):
             continue
         for inner in ast.walk(node):
             dotted = _dotted(inner, names) if isinstance(inner, (ast.Attribute, ast.Name)) else None
@@ -248,6 +269,8 @@ def declare(
     tolerance: float | None = None,
     arg_names: Sequence[str] = (),
     forbidden: Sequence[str] = (),
+    explanation: str = "",
+    options: Sequence = (),
 ) -> Callable[..., CheckResult]:
     """Declare one exercise and return its check, the function a notebook calls as check.NAME(fn).
 
@@ -270,12 +293,17 @@ def declare(
         arg_names: names of the positional arguments in messages (default: the reference's).
         forbidden: dotted names of functions the answer may not be or call: torch's built-in
             of the same operation, labcode's own implementation (the answer key always is).
+        explanation: for a question or an experiment: why the answer is right, shown with
+            the pass; a failing message then never shows the expected answer.
+        options: the options of a "choice" question ('A' to 'D', or sentence numbers).
     """
     if not isinstance(doc, str) or not doc.strip():
         raise ValueError(f"declare({name!r}): doc must describe the exercise's contract, got {doc!r}")
     exercise = register(Exercise(name=name, signature=signature, reference=reference, make_cases=make_cases,
                                  kind=kind, mistakes=list(mistakes), points=points, time_limit=time_limit,
-                                 tolerance=tolerance, arg_names=list(arg_names), forbidden=list(forbidden)))
+                                 tolerance=tolerance, arg_names=list(arg_names), forbidden=list(forbidden),
+                                 explanation=inspect.cleandoc(explanation) if explanation else "",
+                                 options=tuple(options)))
     check = _check_function(exercise)
     check.__name__ = check.__qualname__ = name
     check.__module__ = "labcode.checks"
@@ -286,8 +314,8 @@ def declare(
 
 
 def _check_function(exercise: Exercise) -> Callable[..., CheckResult]:
-    """The public check of one exercise; only checks of tensor answers take a device."""
-    if exercise.kind == "tensor":
+    """The public check of one exercise; only checks of tensor answers (and modules) take a device."""
+    if exercise.kind in ("tensor", "module"):
         def check(fn: Any, *, time_limit: float | None = None, device: str | torch.device | None = None,
                   points: float = exercise.points, verbose: bool = True) -> CheckResult:
             return run_check(exercise, fn, time_limit=time_limit, device=device, points=points, verbose=verbose)
@@ -421,7 +449,7 @@ def _run_local(exercise: Exercise, fn: Any, time_limit: float | None,
             return {"status": "forbidden", "calls": itself, "itself": True}
         if read:
             return {"status": "forbidden", "calls": read, "read": True}
-        outcome = calling.run_case(fn, args, kwargs, exercise.arg_names, left, forbidden)
+        outcome = calling.run_case(exercise.runner(fn), args, kwargs, exercise.arg_names, left, forbidden)
         state["used"] += outcome.get("seconds", 0.0)
         return outcome
 
@@ -433,14 +461,17 @@ def _forbidden_in_code(fn: Any, exercise: Exercise) -> list[str]:
     import textwrap
     import types
 
-    if not isinstance(fn, types.FunctionType) or not exercise.forbidden_calls():
+    if not isinstance(fn, (types.FunctionType, type)) or not exercise.forbidden_calls():
         return []
     try:
         source = textwrap.dedent(inspect.getsource(fn))
     except (OSError, TypeError):
         return []
+    import sys
+
+    namespace = fn.__globals__ if isinstance(fn, types.FunctionType) else vars(sys.modules.get(fn.__module__, types))
     aliases = {}
-    for name, value in fn.__globals__.items():
+    for name, value in namespace.items():
         if isinstance(value, types.ModuleType):
             aliases[name] = value.__name__
         elif callable(value) and getattr(value, "__module__", None) and getattr(value, "__name__", None):
@@ -462,8 +493,8 @@ def evaluate(
     total = len(cases)
     for index, case in enumerate(cases):
         # The reference runs first, so torch's one-time warm-up is not charged to the student.
-        expected = calling.sanitize(exercise.reference(*calling.clone(case.args),
-                                                        **calling.clone(case.kwargs)))
+        expected = calling.sanitize(exercise.runner(exercise.reference)(*calling.clone(case.args),
+                                                                         **calling.clone(case.kwargs)))
         outcome = outcome_of(index, case)
         if not isinstance(outcome, dict) or outcome.get("status") not in ("ok", "raised", "timeout", "missing", "forbidden"):
             outcome = {"status": "raised", "type": "GraderError",
@@ -523,8 +554,11 @@ def evaluate(
             else "wrong answer") + f" {where}",
             f"   input:    {describe_input(exercise, case)}"]
         if problem is not None:
-            lines += [f"   expected: {show(expected)}", f"   got:      {show(got)}",
-                      f"   problem:  {problem}"]
+            if exercise.explanation:  # a question: the answer stays hidden
+                lines += [f"   got:      {show(got)}", f"   problem:  {_hidden(exercise, problem)}"]
+            else:
+                lines += [f"   expected: {show(expected)}", f"   got:      {show(got)}",
+                          f"   problem:  {problem}"]
             hint = find_hint(exercise, case, got, input_device, expected)
             if hint:
                 lines.append(f"   hint:     {hint}")
@@ -534,8 +568,16 @@ def evaluate(
                 "using their tensors, so work on new ones (y = x * g, not x *= g; "
                 "relu(x), not x.relu_()).")
         return CheckResult(name, False, True, "\n".join(lines), 0.0, points, index, total)
-    return CheckResult(name, True, True, f"✅ {name}: passed {total} cases",
+    why = "\n   why:      " + exercise.explanation.replace("\n", "\n             ") if exercise.explanation else ""
+    return CheckResult(name, True, True, f"✅ {name}: passed {total} case{'' if total == 1 else 's'}{why}",
                        points, points, total, total)
+
+
+def _hidden(exercise: Exercise, problem: str) -> str:
+    """The problem in words that do not give a question's answer away."""
+    if problem.startswith(("wrong type", "got NaN", "not one of")):
+        return problem
+    return "that is not the answer; think it through again (the hint, if any, says what your answer missed)"
 
 
 def _case_header(index: int, total: int) -> str:
@@ -595,6 +637,8 @@ def compare(exercise: Exercise, expected: Any, got: Any, input_device: str = "cp
         error = abs(value - expected) / max(1e-8, abs(value) + abs(expected))
         return None if error <= (exercise.tolerance or NUMBER_TOLERANCE) else (
             f"expected {expected:.6g}, got {value:.6g}")
+    if kind == "choice":
+        return _compare_choice(exercise, expected, got)
     if kind == "shapes":
         if not isinstance(got, (list, tuple)):
             return _wrong_type(got, "a list of (C, H, W) tuples")
@@ -607,6 +651,31 @@ def compare(exercise: Exercise, expected: Any, got: Any, input_device: str = "cp
                 return f"the first wrong shape is item {i} (layer {i}): expected {tuple(e)}, got {tuple(g)}"
         return None
     return _compare_tensor(exercise, expected, got, input_device)
+
+
+def choice_set(value: Any) -> frozenset | None:
+    """A (sanitized) answer as a set of options: 'b ' -> {'B'}, [5, 2] -> {2, 5}; None if it is not one."""
+    def one(item: Any) -> Any:
+        if isinstance(item, str) and item.strip():
+            return item.strip().upper()
+        return _as_int(item)
+    if isinstance(value, (list, tuple)):
+        items = [one(v) for v in value]
+        return None if not items or any(v is None for v in items) else frozenset(items)
+    item = one(value)
+    return None if item is None else frozenset([item])
+
+
+def _compare_choice(exercise: Exercise, expected: Any, got: Any) -> str | None:
+    options = [o.upper() if isinstance(o, str) else o for o in exercise.options]
+    shown = ", ".join(map(repr, exercise.options))
+    answer = choice_set(got)
+    if answer is None:
+        return _wrong_type(got, f"one of {shown}, or a set of them")
+    outside = sorted((a for a in answer if a not in options), key=repr)
+    if outside:
+        return f"not one of the options: {', '.join(map(repr, outside))}; the options are {shown}"
+    return None if answer == choice_set(expected) else "not the right choice"
 
 
 def _compare_tensor(exercise: Exercise, expected: Any, got: Any, input_device: str) -> str | None:
@@ -695,14 +764,16 @@ def describe_input(exercise: Exercise, case: Case) -> str:
         label = names[i] if i < len(names) else f"arg{i + 1}"
         parts.append(f"{label}={_describe_value(value)}")
     parts += [f"{k}={_describe_value(v)}" for k, v in case.kwargs.items()]
-    return ", ".join(parts)
+    return ", ".join(parts) or "(none: the function takes no arguments)"
 
 
 def _describe_value(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         return f"tensor of shape {tuple(value.shape)} ({_dtype(value.dtype)})"
     if isinstance(value, dict) and value and all(isinstance(v, torch.Tensor) for v in value.values()):
-        return "{" + ", ".join(f"'{k}': {tuple(v.shape)}" for k, v in value.items()) + "}"
+        items = [f"'{k}': {tuple(v.shape)}" for k, v in value.items()]
+        more = f", ... ({len(items)} tensors)" if len(items) > 4 else ""
+        return "{" + ", ".join(items[:4]) + more + "}"
     return show(value, limit=300)
 
 
@@ -717,7 +788,8 @@ def find_hint(exercise: Exercise, case: Case, got: Any, input_device: str = "cpu
     hints: list[str] = []
     for mistake in exercise.mistakes:
         try:
-            wrong = calling.sanitize(mistake.fn(*calling.clone(case.args), **calling.clone(case.kwargs)))
+            wrong = calling.sanitize(exercise.runner(mistake.fn)(*calling.clone(case.args),
+                                                                 **calling.clone(case.kwargs)))
         except Exception:
             continue
         if expected is not None and compare(exercise, expected, wrong, "cpu") is None and (
