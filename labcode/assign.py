@@ -1,7 +1,8 @@
 """Make student notebooks from solution notebooks, and tell when a committed one is stale.
 
 A solution notebook marks each answer with nbgrader's markers, each alone on its line
-(the same convention nbgrader and otter-grader read, so either can grade it too):
+(the course's solution notebooks also carry nbgrader's cell metadata, so nbgrader's own
+generate_assignment and autograde work on them; tests/test_nbgrader.py runs them):
 
     def conv_output_size(n, k, stride=1, padding=0, dilation=1):
         \"\"\"Output size along one axis.\"\"\"
@@ -15,6 +16,11 @@ regions become "YOUR ANSWER HERE"), drops regions between `### BEGIN HIDDEN TEST
 `### END HIDDEN TESTS`, clears outputs and execution counts, keeps every cell's metadata
 (where the points live: {"labcode": {"exercise": "conv_output_size", "points": 2}}, see
 labcode.checks), and writes the result atomically.
+
+A notebook that carries nbgrader's cell metadata ({"nbgrader": {...}} on any cell) must
+carry it consistently, or nbgrader would refuse it: every cell with a solution region is a
+solution cell, every autograded test cell has points, grade ids are unique.
+`nbgrader_problems` lists what is wrong and `make_student` refuses such a notebook.
 
 The student notebook gets the source's name, less a trailing "_solutions"/"_solution"
 ("-solutions"/"-solution") if the name has one: `conv_solutions.ipynb` -> `conv.ipynb`.
@@ -75,6 +81,9 @@ def strip_regions(text: str, begin: str, end: str, replacement: str | None, wher
 
 def make_student(source: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
     """The student version of a solution notebook (a new object; the source is unchanged)."""
+    problems = nbgrader_problems(source)
+    if problems:
+        raise ValueError(f"{name}: nbgrader's cell metadata is not consistent:\n  " + "\n  ".join(problems))
     nb = copy.deepcopy(source)
     for index, cell in enumerate(nb.cells):
         where = f"{name}: cell {index}"
@@ -86,6 +95,34 @@ def make_student(source: nbformat.NotebookNode, name: str = "notebook") -> nbfor
         elif cell.cell_type == "markdown":
             cell.source = strip_regions(cell.source, BEGIN_SOLUTION, END_SOLUTION, MARKDOWN_STUB, where)
     return nb
+
+
+def nbgrader_problems(nb: nbformat.NotebookNode) -> list[str]:
+    """What nbgrader would refuse in a notebook that uses its cell metadata (empty: nothing, or no such metadata)."""
+    cells = [(i, c, c.get("metadata", {}).get("nbgrader")) for i, c in enumerate(nb.cells)]
+    if not any(isinstance(meta, dict) for _, _, meta in cells):
+        return []
+    found, ids = [], {}
+    for index, cell, meta in cells:
+        meta = meta if isinstance(meta, dict) else {}
+        has_region = BEGIN_SOLUTION in cell.source
+        if has_region and not meta.get("solution"):
+            found.append(f"cell {index} holds '{BEGIN_SOLUTION}' but is not an nbgrader solution cell "
+                         '(expected "solution": true in its nbgrader metadata)')
+        if not meta:
+            continue
+        grade_id = meta.get("grade_id")
+        if not isinstance(grade_id, str) or not grade_id:
+            found.append(f"cell {index}: nbgrader metadata without a grade_id, got {grade_id!r}")
+        elif grade_id in ids:
+            found.append(f"cell {index}: grade_id {grade_id!r} is already used by cell {ids[grade_id]}")
+        else:
+            ids[grade_id] = index
+        if meta.get("grade") and not meta.get("solution"):
+            points = meta.get("points")
+            if isinstance(points, bool) or not isinstance(points, (int, float)) or points < 0:
+                found.append(f"cell {index}: an nbgrader test cell needs points, a number >= 0, got {points!r}")
+    return found
 
 
 def student_name(source: str | os.PathLike) -> str:

@@ -258,3 +258,39 @@ def test_use_of_the_answer_key_is_flagged_under_every_spelling(source):
     assert grading.review_notes(clean) == []
     flagged = nbformat.v4.new_notebook(cells=[code("from labcode import checks as check"), code(source)])
     assert "review by hand" in grading.review_notes(flagged)[0]
+
+
+def test_a_file_name_that_a_spreadsheet_would_run_is_escaped_in_the_csv(tmp_path, monkeypatch):
+    # Submissions named like formulas, graded by relative path from their folder, so that the
+    # file column of the CSV starts with = + - @; a spreadsheet would run such a cell.
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    names = ["=1+1.ipynb", "+SUM(A1).ipynb", "-2+3.ipynb", "@cmd.ipynb"]
+    write(folder / names[0], nbformat.read(str(SOURCE), as_version=4))  # really graded, in the sandbox
+    for name in names[1:]:
+        (folder / name).write_text("")
+    out = tmp_path / "out" / "grades.csv"
+    assert main(["grade", "--source", str(SOURCE), "--out", str(out), "--timeout", str(TIMEOUT), "--quiet",
+                 "--seed", str(SEED), "--", *names]) == 0
+    lines = out.read_text().splitlines()
+    assert [line.split(",")[0] for line in lines[1:]] == ["'" + name for name in names]
+    rows = list(csv.DictReader(out.open(newline="")))
+    assert rows[0]["total"] == "4" and rows[0]["status"] == "ok", rows[0]
+    assert [r["status"] for r in rows[1:]] == ["empty"] * 3
+    assert not any(value.startswith(("=", "+", "-", "@")) for row in rows for value in row.values())
+    assert list(grading.read_rows(out)) == names  # --resume reads the names back unescaped
+
+
+def test_nbgrader_points_of_a_test_cell_are_the_points_labcode_grade_gives():
+    nb = nbformat.v4.new_notebook(cells=[code("def f(x): pass"), code("assert check.patchify(f).passed"),
+                                         code("assert check.conv2d(g).passed")])
+    nb.cells[1].metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "points": 3,
+                                        "grade_id": "check_patchify", "schema_version": 3}
+    assert [(s.exercise, s.function, s.points) for s in grading.find_exercises(nb)] == [
+        ("patchify", "f", 3.0), ("conv2d", "g", 1.0)]
+    nb.cells[1].metadata["nbgrader"]["points"] = "three"
+    with pytest.raises(ValueError, match="cell 1: nbgrader points must be a number >= 0, got 'three'"):
+        grading.find_exercises(nb)
+    nb.cells[1].metadata["labcode"] = {"exercise": "patchify", "points": 2}  # labcode's own metadata comes first
+    assert [(s.exercise, s.points) for s in grading.find_exercises(nb)] == [("patchify", 2.0)]
