@@ -51,10 +51,11 @@ def attention_weights(
             validate.same_dtype("attention_weights", query=query, key=key)
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
     scores = (query * scale) @ key.transpose(-2, -1)  # (..., L, S)
-    if is_causal:
+    if is_causal:  # query i keeps keys 0..i: no query is left without a key
         length, source = query.shape[-2], key.shape[-2]
-        attn_mask = torch.ones(length, source, dtype=torch.bool, device=query.device).tril()
-    if attn_mask is None or is_causal:  # a causal row always keeps its first key
+        causal = torch.ones(length, source, dtype=torch.bool, device=query.device).tril()
+        return torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
+    if attn_mask is None:
         return torch.softmax(scores, dim=-1)
     if attn_mask.dtype == torch.bool:
         scores = scores.masked_fill(~attn_mask, float("-inf"))

@@ -18,14 +18,16 @@ import torch
 import torch.nn.functional as F
 
 from labcode import validate
+from labcode.functional.conv import _in_layout, _memory_format
 from labcode.functional.sizes import as_pair
 from labcode.validate import IntPair
 
 
 def max_pool2d(
     input: torch.Tensor, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0,
+    dilation: IntPair = 1, ceil_mode: bool = False, return_indices: bool = False,
     *, check: bool = True,
-) -> torch.Tensor:
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """2-D max pooling; padding counts as minus infinity.
 
     Args:
@@ -33,24 +35,45 @@ def max_pool2d(
         kernel_size: window size, an int or (kh, kw).
         stride: step between windows; defaults to kernel_size.
         padding: pixels added on each side, at most half the window (as in torch).
+        dilation: spacing between the window's taps, an int or (dh, dw).
+        ceil_mode: round the output size up, so a last partial window counts too (as
+            long as it starts inside the input or its left padding, as in torch).
+        return_indices: also return where each maximum came from, as a flat index into
+            its channel's H * W (what `F.max_unpool2d` takes).
         check: check the arguments first; a layer that has checked its input passes False.
 
     Returns:
-        (N, C, H_out, W_out), H_out = floor((H + 2p - kh) / s) + 1.
+        (N, C, H_out, W_out), H_out = floor((H + 2p - d(kh - 1) - 1) / s) + 1 (ceil with
+        ceil_mode); with return_indices, also the int64 indices of the same shape.
     """
+    fn = "max_pool2d"
     if check:
-        kernel, stride, padding = validate.pool_input("max_pool2d", input, kernel_size, stride, padding)
+        kernel, stride, padding = validate.pool_input(fn, input, kernel_size, stride, padding)
+        dilation = validate.pair(fn, "dilation", dilation, minimum=1)
+        validate.flag(fn, "ceil_mode", ceil_mode)
+        validate.flag(fn, "return_indices", return_indices)
     else:
-        kernel, padding = as_pair(kernel_size), as_pair(padding)
+        kernel, padding, dilation = as_pair(kernel_size), as_pair(padding), as_pair(dilation)
         stride = kernel if stride is None else as_pair(stride)
-    x = input
-    if any(padding):
-        x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]), value=float("-inf"))
-    return _MaxPool.apply(x, kernel, stride)
+    window = _Window(fn, input, kernel, stride, padding, dilation, ceil_mode)
+    if return_indices or (input.requires_grad and torch.is_grad_enabled()):
+        out, indices = _MaxPool.apply(input, window)
+        return (out, indices) if return_indices else out
+    # inference: only the values, no winners to remember
+    x = window.pad(input, float("-inf"))
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, window.out_hw
+    rows = _columns(x, 0, wo, sw).clone()  # (N, C, Hp, Wo)
+    for j in range(1, kw):
+        torch.maximum(rows, _columns(x, j * dw, wo, sw), out=rows)
+    out = _rows(rows, 0, ho, sh).clone()  # (N, C, Ho, Wo)
+    for i in range(1, kh):
+        torch.maximum(out, _rows(rows, i * dh, ho, sh), out=out)
+    return out.contiguous(memory_format=window.layout)
 
 
 def avg_pool2d(
     input: torch.Tensor, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0,
+    ceil_mode: bool = False, count_include_pad: bool = True, divisor_override: int | None = None,
     *, check: bool = True,
 ) -> torch.Tensor:
     """2-D average pooling; padding counts as zeros in the mean (torch's default).
@@ -60,20 +83,93 @@ def avg_pool2d(
         kernel_size: window size, an int or (kh, kw).
         stride: step between windows; defaults to kernel_size.
         padding: zeros added on each side, at most half the window (as in torch).
+        ceil_mode: round the output size up, as in `max_pool2d`.
+        count_include_pad: divide by the window's size including its padding (True) or by
+            the number of input pixels it covers (False). A window sticking out past the
+            padding (ceil_mode) never counts the part outside.
+        divisor_override: divide every sum by this instead.
         check: check the arguments first; a layer that has checked its input passes False.
 
     Returns:
-        (N, C, H_out, W_out), H_out = floor((H + 2p - kh) / s) + 1.
+        (N, C, H_out, W_out), H_out = floor((H + 2p - kh) / s) + 1 (ceil with ceil_mode).
     """
+    fn = "avg_pool2d"
     if check:
-        kernel, stride, padding = validate.pool_input("avg_pool2d", input, kernel_size, stride, padding)
+        kernel, stride, padding = validate.pool_input(fn, input, kernel_size, stride, padding)
+        validate.flag(fn, "ceil_mode", ceil_mode)
+        validate.flag(fn, "count_include_pad", count_include_pad)
+        if divisor_override is not None:
+            validate.positive_int(fn, "divisor_override", divisor_override)
     else:
         kernel, padding = as_pair(kernel_size), as_pair(padding)
         stride = kernel if stride is None else as_pair(stride)
-    x = input
-    if any(padding):
-        x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
-    return _AvgPool.apply(x, kernel, stride)
+    window = _Window(fn, input, kernel, stride, padding, (1, 1), ceil_mode)
+    divisor = window.divisor(count_include_pad, divisor_override, input)
+    return _AvgPool.apply(input, window, divisor)
+
+
+class _Window:
+    """Where a pooling window goes: output size, the padding each side, the layout.
+
+    With ceil_mode the last window may reach past the right (bottom) padding; the input
+    is padded that far too, so that every window is a plain strided view.
+    """
+
+    def __init__(self, fn, input, kernel, stride, padding, dilation, ceil_mode):
+        self.kernel, self.stride, self.padding, self.dilation = kernel, stride, padding, dilation
+        self.size = (input.shape[2], input.shape[3])
+        self.out_hw = tuple(_pooled_length(fn, self.size[a], kernel[a], stride[a], padding[a],
+                                           dilation[a], ceil_mode) for a in range(2))
+        # (before, after) on each axis: after covers the last window, even past the padding
+        self.pads = tuple(
+            (padding[a], max(0, (self.out_hw[a] - 1) * stride[a] + dilation[a] * (kernel[a] - 1)
+                             + 1 - self.size[a] - padding[a]))
+            for a in range(2)
+        )
+        self.layout = _memory_format(input)
+
+    def pad(self, x: torch.Tensor, value: float) -> torch.Tensor:
+        (top, bottom), (left, right) = self.pads
+        return F.pad(x, (left, right, top, bottom), value=value) if top + bottom + left + right else x
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        (top, _), (left, _) = self.pads
+        return x[..., top: top + self.size[0], left: left + self.size[1]]
+
+    def divisor(self, count_include_pad, divisor_override, like) -> float | torch.Tensor:
+        """What each window's sum is divided by: a number, or one per output (Ho, Wo)."""
+        if divisor_override is not None:
+            return float(divisor_override)
+        counts = []
+        for a in range(2):
+            k, s, p, n = self.kernel[a], self.stride[a], self.padding[a], self.size[a]
+            per_axis = []
+            for o in range(self.out_hw[a]):
+                start, end = o * s - p, min(o * s - p + k, n + p)  # clipped to the padding
+                if not count_include_pad:
+                    start, end = max(start, 0), min(end, n)  # clipped to the input
+                per_axis.append(end - start)
+            counts.append(per_axis)
+        if len(set(counts[0])) <= 1 and len(set(counts[1])) <= 1:  # the same for every window
+            return float(counts[0][0] * counts[1][0]) if counts[0] and counts[1] else 1.0
+        h = torch.tensor(counts[0], dtype=like.dtype, device=like.device)
+        w = torch.tensor(counts[1], dtype=like.dtype, device=like.device)
+        return h[:, None] * w[None, :]  # (Ho, Wo)
+
+
+def _pooled_length(fn, size, kernel, stride, pad, dilation, ceil_mode) -> int:
+    """Output length along one axis, rounded as torch rounds it."""
+    span = size + 2 * pad - dilation * (kernel - 1) - 1
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1  # the last window must start inside the input or its left padding
+    if out < 1:
+        reach = dilation * (kernel - 1) + 1
+        raise ValueError(
+            f"{fn}: the pooling window (reach {reach} with dilation {dilation}) does not fit "
+            f"an input of size {size} padded by {pad} on each side: the output would be empty"
+        )
+    return out
 
 
 def _columns(x, j, size, stride):
@@ -87,76 +183,72 @@ def _rows(x, i, size, stride):
 
 
 class _MaxPool(torch.autograd.Function):
-    """Separable max over a padded input: first across columns, then across rows."""
+    """Separable max: first across each row's window, then across the rows."""
 
     @staticmethod
-    def forward(ctx, x, kernel, stride):
-        (kh, kw), (sh, sw) = kernel, stride
+    def forward(ctx, input, window):
+        (kh, kw), (sh, sw), (dh, dw), (ho, wo) = window.kernel, window.stride, window.dilation, window.out_hw
+        x = window.pad(input, float("-inf"))
         n, c, hp, wp = x.shape
-        ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
-        if not ctx.needs_input_grad[0]:  # inference: only the values, no winners to remember
-            rows = _columns(x, 0, wo, sw).clone()  # (N, C, Hp, Wo)
-            for j in range(1, kw):
-                torch.maximum(rows, _columns(x, j, wo, sw), out=rows)
-            out = _rows(rows, 0, ho, sh).clone()  # (N, C, Ho, Wo)
-            for i in range(1, kh):
-                torch.maximum(out, _rows(rows, i, ho, sh), out=out)
-            return out
         # Each row's windows as a view (N, C, Hp, Wo, kw); max() returns the first winner.
         s_n, s_c, s_h, s_w = x.stride()
-        row_windows = x.as_strided((n, c, hp, wo, kw), (s_n, s_c, s_h, s_w * sw, s_w), x.storage_offset())
+        row_windows = x.as_strided((n, c, hp, wo, kw), (s_n, s_c, s_h, s_w * sw, s_w * dw), x.storage_offset())
         rows, col = row_windows.max(dim=-1)  # (N, C, Hp, Wo) each
         r_n, r_c, r_h, r_w = rows.stride()
-        col_windows = rows.as_strided((n, c, ho, wo, kh), (r_n, r_c, r_h * sh, r_w, r_h))
+        col_windows = rows.as_strided((n, c, ho, wo, kh), (r_n, r_c, r_h * sh, r_w, r_h * dh))
         out, row = col_windows.max(dim=-1)  # (N, C, Ho, Wo) each
-        ctx.save_for_backward(col, row)
-        ctx.conf = (x.shape, stride)
-        return out
+        # The winner of output (r, s): row r*sh + dh*row[r, s], then its column in that row.
+        winner_row = row * dh + torch.arange(0, sh * ho, sh, device=row.device).view(ho, 1)
+        winner_col = col.gather(2, winner_row) * dw + torch.arange(0, sw * wo, sw, device=row.device)
+        (top, _), (left, _) = window.pads
+        indices = (winner_row - top) * window.size[1] + (winner_col - left)  # into H*W, unpadded
+        ctx.save_for_backward(indices)
+        ctx.window = window
+        ctx.mark_non_differentiable(indices)
+        layout = window.layout
+        return out.contiguous(memory_format=layout), indices.contiguous(memory_format=layout)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):
-        col, row = ctx.saved_tensors
-        (n, c, hp, wp), (sh, sw) = ctx.conf
-        ho, wo = row.shape[-2:]
-        # The winner of output (r, s): row r*sh + row[r, s], then its column within that row.
-        winner_row = row + torch.arange(0, sh * ho, sh, device=row.device).view(ho, 1)
-        winner_col = col.gather(2, winner_row) + torch.arange(0, sw * wo, sw, device=row.device)
-        winner = (winner_row * wp + winner_col).view(n, c, ho * wo)  # flat index into Hp*Wp
-        grad_x = grad_out.new_zeros((n, c, hp * wp))
-        grad_x.scatter_add_(2, winner, grad_out.reshape(n, c, ho * wo))  # overlapping windows add up
-        return grad_x.view(n, c, hp, wp), None, None
+    def backward(ctx, grad_out, _):
+        # Only out-of-place operations: the gradient is differentiable in grad_out (a
+        # second derivative through a max pool is a gather at the same winners).
+        (indices,) = ctx.saved_tensors
+        (h, w), (ho, wo) = ctx.window.size, ctx.window.out_hw
+        n, c = grad_out.shape[:2]
+        grad_x = grad_out.new_zeros((n, c, h * w)).scatter_add(  # overlapping windows add up
+            2, indices.reshape(n, c, ho * wo), grad_out.reshape(n, c, ho * wo))
+        return _in_layout(grad_x.view(n, c, h, w), ctx.window.layout), None
 
 
 class _AvgPool(torch.autograd.Function):
     """Separable mean over a zero-padded input: sum across columns, then across rows."""
 
     @staticmethod
-    def forward(ctx, x, kernel, stride):
-        (kh, kw), (sh, sw) = kernel, stride
-        hp, wp = x.shape[-2:]
-        ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
-        n, c = x.shape[:2]
+    def forward(ctx, input, window, divisor):
+        (kh, kw), (sh, sw), (ho, wo) = window.kernel, window.stride, window.out_hw
+        x = window.pad(input, 0.0)
+        n, c, hp, wp = x.shape
         s_n, s_c, s_h, s_w = x.stride()
         row_windows = x.as_strided((n, c, hp, wo, kw), (s_n, s_c, s_h, s_w * sw, s_w), x.storage_offset())
         rows = row_windows.sum(dim=-1)  # (N, C, Hp, Wo): sums over each row's window
         r_n, r_c, r_h, r_w = rows.stride()
         col_windows = rows.as_strided((n, c, ho, wo, kh), (r_n, r_c, r_h * sh, r_w, r_h))
         out = col_windows.sum(dim=-1)  # (N, C, Ho, Wo)
-        out /= kh * kw
-        ctx.conf = (x.shape, kernel, stride)
-        return out
+        out /= divisor
+        ctx.window, ctx.divisor, ctx.padded = window, divisor, x.shape
+        return out.contiguous(memory_format=window.layout)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        shape, (kh, kw), (sh, sw) = ctx.conf
-        ho, wo = grad_out.shape[-2:]
-        share = grad_out / (kh * kw)  # each input in the window gets an equal share
+        # In-place adds into fresh zeros only, which autograd records: the gradient stays
+        # differentiable in grad_out for a second derivative.
+        window, shape = ctx.window, ctx.padded
+        (kh, kw), (sh, sw), (ho, wo) = window.kernel, window.stride, window.out_hw
+        share = grad_out / ctx.divisor  # each input in the window gets an equal share
         grad_rows = share.new_zeros(shape[:3] + (wo,))  # (N, C, Hp, Wo)
         for i in range(kh):
             _rows(grad_rows, i, ho, sh).add_(share)
         grad_x = share.new_zeros(shape)  # (N, C, Hp, Wp)
         for j in range(kw):
             _columns(grad_x, j, wo, sw).add_(grad_rows)
-        return grad_x, None, None
+        return _in_layout(window.unpad(grad_x), window.layout), None, None
