@@ -16,7 +16,7 @@ _SUBMODULES = {
     "functional", "layers", "models", "device", "data", "train", "viz",
     "checks", "flops", "widgets", "colab", "assign",
     "grading", "book", "figures", "distributed", "checkpoint", "validate",
-    "experiments", "progressive", "receptive_field",
+    "experiments", "progressive", "receptive_field", "classic",
 }
 
 
