@@ -11,6 +11,7 @@ GPU use.
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -44,49 +45,73 @@ def one_step(model, x, y, backend: str, autocast: bool):
         loss = F.cross_entropy(model(x), y)
     loss.backward()
     grads = {name: p.grad for name, p in model.named_parameters()}
-    return loss.detach().float(), grads
+    return loss.detach().double(), grads
 
 
-def assert_steps_agree(name, batch, channels_last, autocast):
+def setup(name: str, batch: int):
+    """The model (fresh weights, seed 0), a batch and its labels."""
     build, kwargs, shape = BUILDERS[name]
     torch.manual_seed(0)
     model = build(**kwargs)
-    twin = copy.deepcopy(model)
     x = torch.randn(batch, *shape)
+    return model, x, torch.arange(batch) % 10
+
+
+@functools.lru_cache(maxsize=None)
+def exact_step(name: str, batch: int, dtype: str):
+    """The same step with torch's kernels in a higher precision (shared by the cases)."""
+    model, x, y = setup(name, batch)
+    precision = getattr(torch, dtype)
+    return one_step(model.to(precision), x.to(precision), y, "torch", autocast=False)
+
+
+def assert_steps_agree(name, batch, channels_last, autocast):
+    """The scratch step is as close to an exact step as torch's own step is.
+
+    Two float32 implementations that add the same products in another order differ, and
+    in a deep network with batch norm at batch size 1 (2x2 maps in the last stages) or
+    under bfloat16 (one rounding flips a ReLU) they differ by more than any fixed
+    tolerance; torch even differs from itself with its oneDNN kernels switched off.
+    So both backends are measured against a more precise run of the same step -- float64
+    for a float32 step, float32 for a bfloat16-autocast step -- and the scratch backend
+    must stay within a small multiple of torch's own error, plus a floor.
+    """
+    model, x, y = setup(name, batch)
+    twin = copy.deepcopy(model)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-        model = model.to(memory_format=torch.channels_last)
-        twin = twin.to(memory_format=torch.channels_last)
-    y = torch.arange(batch) % 10
+        model, twin = (m.to(memory_format=torch.channels_last) for m in (model, twin))
 
     loss_t, grads_t = one_step(model, x, y, "torch", autocast)
     loss_s, grads_s = one_step(twin, x, y, "scratch", autocast)
+    loss_r, grads_r = exact_step(name, batch, "float32" if autocast else "float64")
 
-    # float32: both backends sum the same products in a different order; bfloat16
-    # rounds every product to 8 bits of mantissa, so differences grow to about 1e-2.
-    rtol = 3e-2 if autocast else 1e-4
     assert torch.isfinite(loss_s), f"{name}: scratch loss is {loss_s}"
-    torch.testing.assert_close(loss_s, loss_t, rtol=rtol, atol=rtol)
+    # Share of the scale allowed beyond 4x torch's own error: float32 adds in another
+    # order; bfloat16 keeps 8 bits of mantissa, and rounding drifts over 40 blocks.
+    floor = 3e-2 if autocast else 1e-3
+    assert abs(loss_s - loss_r) <= 4 * abs(loss_t - loss_r) + floor * abs(loss_r), (
+        f"{name}: scratch loss {loss_s.item():.6g}, torch {loss_t.item():.6g}, exact {loss_r.item():.6g}")
     assert grads_s.keys() == grads_t.keys()
     missing = [k for k, g in grads_t.items() if (g is None) != (grads_s[k] is None)]
     assert not missing, f"{name}: gradient present in one backend only: {missing}"
     # Some gradients are nearly zero by cancellation (a bias followed by batch norm only
-    # matters at the padded border): compare each against the larger of its own largest
+    # matters at the padded border): measure each against the larger of its own largest
     # entry and a small share of the largest gradient in the whole model.
-    floor = 1e-4 * max(g.abs().max() for g in grads_t.values() if g is not None)
-    for key, g_t in grads_t.items():
-        if g_t is None:
+    model_scale = 1e-2 * max(g.abs().max() for g in grads_r.values() if g is not None)
+    for key, g_r in grads_r.items():
+        if g_r is None:
             continue
-        g_s = grads_s[key]
+        g_s, g_t = grads_s[key].double(), grads_t[key].double()
         assert g_s.shape == g_t.shape
         assert torch.isfinite(g_s).all(), f"{name}: non-finite gradient for {key}"
-        # Compare against the size of the whole gradient: single entries near zero differ
-        # relatively by a lot under reordering, which says nothing about correctness.
-        scale = torch.maximum(g_t.abs().max(), floor).float()
-        err = (g_s.float() - g_t.float()).abs().max() / scale
-        assert err <= (0.1 if autocast else 1e-3), (
+        scale = torch.maximum(g_r.abs().max(), model_scale)
+        err_s = (g_s - g_r).abs().max() / scale
+        err_t = (g_t - g_r).abs().max() / scale
+        assert err_s <= 4 * err_t + floor, (
             f"{name} (batch {batch}, channels_last={channels_last}, autocast={autocast}): "
-            f"gradient of {key} differs from torch's by {err:.3g} of its largest entry"
+            f"gradient of {key} is {err_s:.3g} of its scale away from the exact step, "
+            f"torch's is {err_t:.3g}"
         )
 
 
