@@ -160,7 +160,8 @@ def test_the_sandbox_hides_the_grader_and_its_files(tmp_path):
     finished = sandbox.run(probe, 30)
     text = finished.data.decode()
     assert "secret" not in text and "Read-only file system" in finished.stderr + text
-    assert int(text.split()[0]) <= 3  # only the sandbox's own processes
+    # only the sandbox's own processes: bwrap's init (pid 1), sh, ls and grep; the host has hundreds
+    assert int(text.split()[0]) <= 4
 
 
 def test_output_is_read_with_a_byte_budget():
