@@ -8,12 +8,19 @@ within one run (same machine state, same noise), each case is repeated, and the
 table reports medians and the ratio ours / torch, with the geometric mean of the
 ratios at the end. Nothing is asserted: timings are information, not tests.
 
+On a machine shared with other jobs, wall time measures the queue for the cores as
+much as the code; `--clock cpu` times the CPU seconds this process used instead (with
+`--threads 1` that is the work itself, undisturbed by waiting), a steadier figure for
+comparing two implementations of the same operation.
+
     python benchmarks/layers.py [--repeats 15] [--device cpu] [--scale 1.0]
+                                [--clock wall|cpu] [--threads N] [--only depthwise]
 """
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -83,6 +90,9 @@ def cases(scale: float) -> list[Case]:
         conv_case("grouped conv (AlexNet-2012 conv2)", n, 96, 256, 27, 5, padding=2, groups=2),
         conv_case("conv 3x3 (Fused-MBConv)", n, 48, 192, 28, 3, padding=1),
         conv_case("depthwise 3x3 (MBConv)", 2 * n, 256, 256, 24, 3, padding=1, groups=256),
+        # the first block of an MBConv stage (EfficientNetV2-S stage 4: 64 * 4 channels)
+        conv_case("depthwise 3x3/2 (MBConv 1st block)", 2 * n, 256, 256, 24, 3, stride=2,
+                  padding=1, groups=256),
         conv_case("patch embedding 16/16 (ViT)", n, 3, 768, 224, 16, stride=16, image=True),
         pool_case("max pool 3/2 (AlexNet)", LF.max_pool2d, F.max_pool2d, 2 * n, 96, 55, 3, 2),
         pool_case("avg pool 3/2", LF.avg_pool2d, F.avg_pool2d, 2 * n, 96, 55, 3, 2),
@@ -90,18 +100,25 @@ def cases(scale: float) -> list[Case]:
     ]
 
 
-def step(fn: Callable[..., torch.Tensor], inputs: list[torch.Tensor], grad: torch.Tensor) -> tuple[float, float]:
+def step(fn: Callable[..., torch.Tensor], inputs: list[torch.Tensor], grad: torch.Tensor,
+         clock: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
     """Seconds for one forward pass, and for the forward and backward passes together."""
     for t in inputs:
         t.grad = None
     _sync(inputs[0])
-    start = time.perf_counter()
+    start = clock()
     out = fn(*inputs)
     _sync(inputs[0])
-    forward = time.perf_counter() - start
+    forward = clock() - start
     out.backward(grad)
     _sync(inputs[0])
-    return forward, time.perf_counter() - start
+    return forward, clock() - start
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
 
 
 def _sync(t: torch.Tensor) -> None:
@@ -114,25 +131,37 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--scale", type=float, default=1.0, help="batch size multiplier")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall time, or CPU time of this process (CPU device only)")
+    parser.add_argument("--threads", type=int, default=None, help="torch's CPU threads")
+    parser.add_argument("--only", default="", help="run the rows whose name contains this")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.clock == "cpu" and device.type != "cpu":
+        parser.error(f"--clock cpu times CPU work only; got --device {args.device}")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, "
-          f"median of {args.repeats}, forward + backward\n")
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    print(f"torch {torch.__version__}, {_device_name(device)}, {torch.get_num_threads()} threads"
+          f"{load}, {args.clock} clock, median of {args.repeats}, forward + backward\n")
     header = (f"{'layer':34} {'shape':38} {'torch ms':>9} {'ours ms':>9} {'forward':>8} "
               f"{'ours/torch':>10}")
     print(header)
     print("-" * len(header))
     ratios, forward_ratios = [], []
     for case in cases(args.scale):
+        if args.only.lower() not in case.name.lower():
+            continue
         inputs = case.make(device)
         grad = torch.randn_like(case.theirs(*inputs).detach())
         times = {"ours": [], "torch": []}
         for fn in (case.ours, case.theirs):  # warm-up: allocator, thread pool, caches
-            step(fn, inputs, grad)
+            step(fn, inputs, grad, clock)
         for _ in range(args.repeats):  # alternate, so both see the same machine state
-            times["ours"].append(step(case.ours, inputs, grad))
-            times["torch"].append(step(case.theirs, inputs, grad))
+            times["ours"].append(step(case.ours, inputs, grad, clock))
+            times["torch"].append(step(case.theirs, inputs, grad, clock))
         ours = [statistics.median(t) for t in zip(*times["ours"])]  # (forward, total)
         theirs = [statistics.median(t) for t in zip(*times["torch"])]
         ratios.append(ours[1] / theirs[1])

@@ -369,69 +369,126 @@ def _ungroup(gxg, pads, hw):
     return inner.permute(1, 0, 4, 2, 3).reshape(n, g * cg, hw[0], hw[1])
 
 
+# Images per step of the depthwise convolution, in bytes of output: small enough that a
+# step's output and input stay in the CPU's cache (L2 is 0.5-2 MB per core) while all
+# kh * kw taps are added into it. One pass over memory instead of kh * kw passes: on two
+# cores this alone made the 3x3 depthwise forward pass about 2x faster.
+DEPTHWISE_CHUNK_BYTES = 1 << 20
+
+
 class _DepthwiseConv(torch.autograd.Function):
-    """One kernel per channel: kh * kw element-wise multiply-adds of shifted inputs."""
+    """One kernel per channel: kh * kw element-wise multiply-adds of shifted inputs.
+
+    Three things make it fast without leaving tensor operations:
+    - no padded copy of the input: tap (i, j) only touches the outputs whose input pixel
+      lies inside the image (`_tap_ranges`), which is what zero padding means;
+    - with a stride, only the strided output positions are computed (a strided view of the
+      input per tap), never the dense output that a stride would then subsample;
+    - the batch is processed a few images at a time (DEPTHWISE_CHUNK_BYTES), so that the
+      kh * kw updates of a chunk hit the cache rather than main memory.
+    """
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride, pads, dilation):
-        xp = F.pad(x, (pads[2], pads[3], pads[0], pads[1])) if any(pads) else x
-        n, c, hp, wp = xp.shape
+        n, c, h, w = x.shape
         o, _, kh, kw = weight.shape
-        multiplier = o // c
-        # Output channel k reads input channel k // multiplier.
-        xr = xp if multiplier == 1 else xp.repeat_interleave(multiplier, dim=1)  # (N, O, Hp, Wp)
-        out_hw = (_out_size(hp, kh, stride[0], dilation[0]), _out_size(wp, kw, stride[1], dilation[1]))
-        out = torch.empty((n, o) + out_hw, dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
-        if bias is None:
-            out.zero_()
-        else:
-            out.copy_(bias.view(1, o, 1, 1).expand_as(out))
-        taps = weight.reshape(o, kh * kw).t().reshape(kh, kw, 1, o, 1, 1)  # per tap (1, O, 1, 1)
-        for i in range(kh):
-            for j in range(kw):
-                out.addcmul_(_tap_nchw(xr, i, j, out_hw, stride, dilation), taps[i, j])
+        layout = _memory_format(x)
+        # Output channel k reads input channel k // multiplier (multiplier 1 in every
+        # model of the book: then this is x itself, no copy).
+        xr = x if o == c else x.repeat_interleave(o // c, dim=1)  # (N, O, H, W)
+        out_hw = (_out_size(h + pads[0] + pads[1], kh, stride[0], dilation[0]),
+                  _out_size(w + pads[2] + pads[3], kw, stride[1], dilation[1]))
+        out = torch.empty((n, o) + out_hw, dtype=x.dtype, device=x.device, memory_format=layout)
+        # per tap (1, O, 1, 1), contiguous: read along the channels of a channels-last
+        # input, a strided weight would cost a gather at every element
+        taps = weight.reshape(o, kh * kw).t().contiguous().view(kh, kw, 1, o, 1, 1)
+        ranges = _tap_ranges((h, w), (kh, kw), out_hw, stride, pads, dilation)
+        for images in _depthwise_chunks(out):
+            chunk, source = out[images], xr[images]
+            if bias is None:
+                chunk.zero_()
+            else:
+                chunk.copy_(bias.view(1, o, 1, 1).expand_as(chunk))
+            for (i, j), (out_view, in_view) in ranges.items():
+                chunk[out_view].addcmul_(source[in_view], taps[i, j])
         ctx.save_for_backward(xr, taps, x, weight)  # x, weight: for a second derivative
-        ctx.conf = (xp.shape, weight.shape, stride, pads, dilation, out_hw, bias is not None)
-        ctx.layout = _memory_format(x)
+        ctx.conf = (x.shape, weight.shape, stride, pads, dilation, out_hw, bias is not None)
+        ctx.layout = layout
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         xr, taps, x, weight = ctx.saved_tensors
         x_shape, w_shape, stride, pads, dilation, out_hw, has_bias = ctx.conf
-        n, c, hp, wp = x_shape  # padded
+        n, c, h, w = x_shape
         o, _, kh, kw = w_shape
         if torch.is_grad_enabled():  # create_graph=True: the gradient must be differentiable
             grads = _differentiable_grads(ctx, grad_out, x, weight, stride, pads, dilation, c)
             return grads + (None, None, None)
         grad_x = grad_w = grad_b = None
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_out = grad_out.contiguous(memory_format=ctx.layout)
+        ranges = _tap_ranges((h, w), (kh, kw), out_hw, stride, pads, dilation)
         if has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_out.sum((0, 2, 3))
-        if ctx.needs_input_grad[1]:
-            gw = taps.new_empty((kh, kw, o))
-            product = torch.empty_like(grad_out, memory_format=torch.contiguous_format)
-            for i in range(kh):
-                for j in range(kw):
-                    window = _tap_nchw(xr, i, j, out_hw, stride, dilation)
-                    torch.mul(grad_out, window, out=product)  # (N, O, Ho, Wo)
-                    # sum over pixels (a contiguous run), then over the batch
-                    gw[i, j] = product.view(n, o, out_hw[0] * out_hw[1]).sum(2).sum(0)
+        gw = taps.new_zeros((kh, kw, o)) if need_w else None
+        gx = torch.zeros_like(xr, memory_format=ctx.layout) if need_x else None  # (N, O, H, W)
+        for images in _depthwise_chunks(grad_out):
+            g, source = grad_out[images], xr[images]
+            if need_w:  # dL/dW[o, i, j] = sum of grad * the input tap (i, j) saw
+                for (i, j), (out_view, in_view) in ranges.items():
+                    # a fresh product, laid out densely, sums far faster than one written
+                    # into a strided view of a buffer (measured: 2-6x on this reduction)
+                    gw[i, j] += (g[out_view] * source[in_view]).sum((0, 2, 3))
+            if need_x:  # dL/dx: each output sends grad * W[i, j] back to the pixel it read
+                target = gx[images]
+                for (i, j), (out_view, in_view) in ranges.items():
+                    target[in_view].addcmul_(g[out_view], taps[i, j])
+        if need_w:
             grad_w = gw.view(kh * kw, o).t().reshape(w_shape)
-        if ctx.needs_input_grad[0]:
-            gx = torch.zeros_like(xr)  # (N, O, Hp, Wp)
-            for i in range(kh):
-                for j in range(kw):
-                    _tap_nchw(gx, i, j, out_hw, stride, dilation).addcmul_(grad_out, taps[i, j])
-            grad_x = gx if o == c else gx.reshape(n, c, o // c, hp, wp).sum(2)
-            top, bottom, left, right = pads
-            grad_x = _in_layout(grad_x[:, :, top: hp - bottom, left: wp - right], ctx.layout)
+        if need_x:
+            grad_x = gx if o == c else gx.reshape(n, c, o // c, h, w).sum(2)
+            grad_x = _in_layout(grad_x, ctx.layout)
         return grad_x, grad_w, grad_b, None, None, None
 
 
-def _tap_nchw(x, i, j, out_hw, stride, dilation):
-    """The strided window that tap (i, j) sees in an (N, C, H, W) tensor."""
-    (ho, wo), (sh, sw), (dh, dw) = out_hw, stride, dilation
-    return x[:, :, i * dh: i * dh + sh * (ho - 1) + 1: sh, j * dw: j * dw + sw * (wo - 1) + 1: sw]
+def _depthwise_chunks(out: torch.Tensor) -> Iterator[slice]:
+    """Runs of images whose output fits in DEPTHWISE_CHUNK_BYTES (at least one image)."""
+    n = out.shape[0]
+    per_image = max(1, out[:1].numel() * out.element_size())
+    step = max(1, DEPTHWISE_CHUNK_BYTES // per_image)
+    for first in range(0, n, step):
+        yield slice(first, min(n, first + step))
+
+
+def _tap_ranges(size, kernel, out_hw, stride, pads, dilation) -> dict:
+    """For each tap (i, j): (output view, input view), index tuples into (N, C, H, W).
+
+    Output (r, s) reads input (r * sh + i * dh - top, s * sw + j * dw - left); outputs
+    whose input pixel falls in the padding are left out, since zeros add nothing.
+    """
+    ranges = {}
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            views = [_axis_range(size[a], out_hw[a], stride[a], pads[2 * a], (i, j)[a] * dilation[a])
+                     for a in range(2)]
+            if any(v is None for v in views):
+                continue  # this tap sees only padding
+            (out_r, in_r), (out_c, in_c) = views
+            ranges[i, j] = ((slice(None), slice(None), out_r, out_c),
+                            (slice(None), slice(None), in_r, in_c))
+    return ranges
+
+
+def _axis_range(size, out_size, stride, before, offset):
+    """(output slice, input slice) along one axis for a tap at `offset`, or None if empty."""
+    shift = offset - before  # output r reads input r * stride + shift
+    first = -(shift // stride) if shift < 0 else 0  # ceil(-shift / stride): first inside
+    last = min(out_size - 1, (size - 1 - shift) // stride)
+    if last < first:
+        return None
+    start = first * stride + shift
+    return slice(first, last + 1), slice(start, start + (last - first) * stride + 1, stride)
 
 
 def conv2d_loop(
