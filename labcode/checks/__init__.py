@@ -27,7 +27,8 @@ past the time limit gets its own message, never a traceback from labcode. A chec
 not raise, so a student's notebook keeps running in Colab, except in strict mode
 (`check.set_strict(True)` or LABCODE_STRICT=1 in the environment), where a check that
 does not pass raises `check.CheckFailed` (an AssertionError) after its message: CI runs
-the solution notebooks that way, and nbgrader's test cells rely on it.
+the solution notebooks that way. The exercise notebooks' check cells are nbgrader test
+cells written `assert check.NAME(fn).passed`, so they fail without strict mode too.
 
 No borrowed answers: each exercise declares what it forbids (torch's built-in of the same
 operation, labcode's own implementation, and always the answer key). A function that is
@@ -70,8 +71,11 @@ Write the solution notebook; `labcode assign` makes the student version from it.
        ...
        ### END SOLUTION
    `labcode assign` replaces the marked lines with `raise NotImplementedError("Your code here")`
-   at the marker's indentation, so nbgrader and otter-grader can read the same notebook.
-2. The check cell sits right under it and calls `check.NAME(function_name)`.
+   at the marker's indentation, as nbgrader's `generate_assignment` does (otter-grader
+   is not supported). The cell carries nbgrader's metadata: a solution cell.
+2. The check cell sits right under it, `assert check.NAME(function_name).passed`: an
+   nbgrader test cell (locked, graded, its points those of the declaration) whose
+   grade_id is `check_NAME`; every other cell is locked (tests/test_nbgrader.py).
 3. Points: put {"labcode": {"exercise": "NAME", "points": 2}} in the metadata of the
    exercise cell or of the check cell (default: the points of the exercise's
    declaration, 1 unless it says otherwise). "exercise" is the check's NAME;
