@@ -183,23 +183,24 @@ def _rows(x, i, size, stride):
 
 
 class _MaxPool(torch.autograd.Function):
-    """Separable max: first across each row's window, then across the rows."""
+    """Separable max: first across each row's window, then across the rows.
+
+    Each pass is a running maximum over the window's taps, one element-wise
+    `torch.maximum` per tap on strided views, remembering in a byte per output which
+    tap won. That is a few streaming passes over memory; a reduction over a window
+    dimension of 3 (`max(dim=-1)` on an as_strided view, the first version) runs an
+    inner loop of length 3 per output and was about 4x slower here.
+    """
 
     @staticmethod
     def forward(ctx, input, window):
         (kh, kw), (sh, sw), (dh, dw), (ho, wo) = window.kernel, window.stride, window.dilation, window.out_hw
         x = window.pad(input, float("-inf"))
-        n, c, hp, wp = x.shape
-        # Each row's windows as a view (N, C, Hp, Wo, kw); max() returns the first winner.
-        s_n, s_c, s_h, s_w = x.stride()
-        row_windows = x.as_strided((n, c, hp, wo, kw), (s_n, s_c, s_h, s_w * sw, s_w * dw), x.storage_offset())
-        rows, col = row_windows.max(dim=-1)  # (N, C, Hp, Wo) each
-        r_n, r_c, r_h, r_w = rows.stride()
-        col_windows = rows.as_strided((n, c, ho, wo, kh), (r_n, r_c, r_h * sh, r_w, r_h * dh))
-        out, row = col_windows.max(dim=-1)  # (N, C, Ho, Wo) each
+        rows, col = _running_max(x, [_columns(x, j * dw, wo, sw) for j in range(kw)])  # (N, C, Hp, Wo)
+        out, row = _running_max(rows, [_rows(rows, i * dh, ho, sh) for i in range(kh)])  # (N, C, Ho, Wo)
         # The winner of output (r, s): row r*sh + dh*row[r, s], then its column in that row.
-        winner_row = row * dh + torch.arange(0, sh * ho, sh, device=row.device).view(ho, 1)
-        winner_col = col.gather(2, winner_row) * dw + torch.arange(0, sw * wo, sw, device=row.device)
+        winner_row = row.long() * dh + torch.arange(0, sh * ho, sh, device=row.device).view(ho, 1)
+        winner_col = col.gather(2, winner_row).long() * dw + torch.arange(0, sw * wo, sw, device=row.device)
         (top, _), (left, _) = window.pads
         indices = (winner_row - top) * window.size[1] + (winner_col - left)  # into H*W, unpadded
         ctx.save_for_backward(indices)
@@ -218,6 +219,27 @@ class _MaxPool(torch.autograd.Function):
         grad_x = grad_out.new_zeros((n, c, h * w)).scatter_add(  # overlapping windows add up
             2, indices.reshape(n, c, ho * wo), grad_out.reshape(n, c, ho * wo))
         return _in_layout(grad_x.view(n, c, h, w), ctx.window.layout), None
+
+
+def _running_max(x: torch.Tensor, taps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Element-wise maximum of the tap views, and which tap (0, 1, ...) holds it (uint8).
+
+    Ties go to the first tap, as in torch; a NaN wins over any number and stays (torch
+    propagates NaN through a max pool). A tap that beats every tap before it is the
+    winner so far, so the winner is the last such tap: a running maximum of t * better.
+    (That arithmetic was 40x faster here than `masked_fill_`, and a first `maximum` out of
+    place 4x faster than cloning the strided first tap.)
+    """
+    best, winner = taps[0], None
+    for t, view in enumerate(taps[1:], 1):
+        better = view > best  # strictly: an equal value later does not take the place
+        better |= view.isnan()
+        claim = better.view(torch.uint8) * t  # t where this tap is the new maximum, else 0
+        winner = claim if winner is None else torch.maximum(winner, claim, out=winner)
+        best = torch.maximum(best, view) if t == 1 else torch.maximum(best, view, out=best)
+    if winner is None:  # a window of one tap
+        return best.clone(), torch.zeros_like(best, dtype=torch.uint8)
+    return best, winner
 
 
 class _AvgPool(torch.autograd.Function):
