@@ -4,13 +4,17 @@ Same model, data (GPU-resident, CIFAR-shaped synthetic images), precision and me
 layout; the two are run in turn several times (interleaved, so that clock or load
 changes hit both) and the medians compared. fit adds loss and accuracy bookkeeping on
 the device, a read-back of the losses every 25 steps, the non-finite check and
-optionally the progress bar. Goal: at most 5% overhead.
+optionally the progress bar. Goal: at most 5% overhead, on a run long enough that
+fixed costs (the first batch, the end of the epoch) do not dominate: the number of
+epochs is chosen so that one run of the hand-written loop lasts at least --seconds
+(default 10).
 
-Usage: python benchmarks/fit_overhead.py [--quick] [--device cuda]
+Usage: python benchmarks/fit_overhead.py [--quick] [--device cuda] [--seconds 10]
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -52,14 +56,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--device", default=None)
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="shortest run of the hand-written loop (default 10; 2 with --quick)")
     args = parser.parse_args()
+    seconds = args.seconds if args.seconds is not None else (2.0 if args.quick else 10.0)
 
     device = pick_device(args.device)
     on_gpu = device.type == "cuda"
-    n = 50_000 if on_gpu else 2_048
+    n = 50_000 if on_gpu else 4_096
     batch = 512 if on_gpu else 128
-    epochs = (2 if args.quick else 4) if on_gpu else 1
-    repeats = args.repeats or (5 if args.quick else 7)
+    repeats = args.repeats or (3 if args.quick or not on_gpu else 5)
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
     labels = torch.randint(0, 10, (n,), generator=g)
@@ -68,6 +74,16 @@ def main() -> None:
                            torch.contiguous_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
 
+    # warm-up (cuDNN autotuning, allocator, first-call costs) and the epoch count: one
+    # epoch of each, then as many epochs as make the hand-written loop last `seconds`
+    minimal_loop(model, optimizer, loader, device, 1)
+    fit(model, loader, epochs=1, optimizer=optimizer, device=device, progress=False)
+    synchronize(device)
+    start = time.perf_counter()
+    minimal_loop(model, optimizer, loader, device, 1)
+    synchronize(device)
+    epochs = max(1, math.ceil(seconds / (time.perf_counter() - start)))
+
     runs = {
         "hand-written loop": lambda: minimal_loop(model, optimizer, loader, device, epochs),
         "fit": lambda: fit(model, loader, epochs=epochs, optimizer=optimizer, device=device,
@@ -75,8 +91,6 @@ def main() -> None:
         "fit + progress bar": lambda: fit(model, loader, epochs=epochs, optimizer=optimizer,
                                           device=device, progress=True),
     }
-    for run in runs.values():   # warm-up: cuDNN autotuning, allocator, first-call costs
-        run()
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
@@ -86,8 +100,10 @@ def main() -> None:
             synchronize(device)
             times[name].append(time.perf_counter() - start)
 
-    print(f"{describe(device)}, torch {torch.__version__}: {n} images x {epochs} epoch(s), "
-          f"batch {batch}, {len(loader) * epochs} steps, median of {repeats} interleaved runs")
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    print(f"{describe(device)}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+          f"{load}: {n} images x {epochs} epoch(s), batch {batch}, {len(loader) * epochs} "
+          f"steps, median of {repeats} interleaved runs")
     base = statistics.median(times["hand-written loop"])
     for name, values in times.items():
         median = statistics.median(values)
