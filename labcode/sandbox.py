@@ -55,6 +55,9 @@ def bwrap_path() -> str | None:
     return shutil.which("bwrap") or (BWRAP if os.access(BWRAP, os.X_OK) else None)
 
 
+PRIVATE_FOLDERS = ("/tmp", "/run", "/var/tmp", "/dev/shm")  # empty and private in the sandbox
+
+
 def _needed() -> list[Path]:
     """Paths the sandbox must see: this Python, its packages and labcode."""
     import labcode
@@ -104,10 +107,16 @@ def command(job_dir: Path, hidden: Sequence[str | os.PathLike] = (), memory: int
     if bwrap is None:
         raise RuntimeError("bubblewrap (bwrap) is not installed: apt install bubblewrap")
     home = os.path.expanduser("~")
+    private = [Path(p) for p in PRIVATE_FOLDERS]
+    # This Python or labcode may live under a folder that gets a fresh, empty tmpfs (a
+    # clone in /tmp): bind those back, read-only, before the hidden paths are covered.
+    back = sorted({n for n in _needed() if any(d == n or d in n.parents for d in private)})
+    back = [n for n in back if not any(m in n.parents for m in back)]
     return [
         bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+        *[arg for folder in PRIVATE_FOLDERS for arg in ("--tmpfs", folder)],
+        *[arg for n in back for arg in ("--ro-bind", str(n), str(n))],
         *_hide_args([home, *hidden]),
-        "--tmpfs", "/tmp", "--tmpfs", "/run", "--tmpfs", "/var/tmp", "--tmpfs", "/dev/shm",
         "--ro-bind", str(job_dir), INSIDE_JOB, "--dir", INSIDE_WORK, "--dir", "/tmp/home",
         "--chdir", INSIDE_WORK,
         "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
