@@ -50,7 +50,8 @@ import torch
 
 from labcode import sandbox
 from labcode.assign import BEGIN_SOLUTION, write_atomic
-from labcode.checks.core import EXERCISES, Case, CheckResult, cases_for, evaluate, forbidden_in_source
+from labcode.checks.core import (EXERCISES, Case, CheckResult, cases_for, evaluate, forbidden_in_source,
+                                 imported_names)
 
 DEFAULT_TIMEOUT = 120.0
 GRADER_MARGIN = 60.0  # seconds on top of the checks' own limits for the grading step
@@ -346,13 +347,7 @@ def _imports(source: str) -> dict[str, str]:
             tree = ast.parse(line.strip())
         except SyntaxError:
             continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                for alias in node.names:
-                    names[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                for alias in node.names:
-                    names[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+        names.update(imported_names(tree))
     return names
 
 

@@ -161,6 +161,21 @@ def _resolve(dotted: str) -> Any:
     return None
 
 
+def imported_names(tree: Any) -> dict[str, str]:
+    """What each name bound by the imports in an ast tree stands for: `F` -> 'torch.nn.functional'."""
+    import ast
+
+    names: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                names[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                names[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    return names
+
+
 def forbidden_in_source(source: str, function: str, exercise: Exercise, aliases: dict[str, str] | None = None) -> list[str]:
     """Forbidden functions named in the code of `function` (a def in `source`), read without running it.
 
@@ -174,14 +189,7 @@ def forbidden_in_source(source: str, function: str, exercise: Exercise, aliases:
         tree = ast.parse(source)
     except SyntaxError:
         return []
-    names = dict(aliases or {})
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                names[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            for alias in node.names:
-                names[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    names = {**(aliases or {}), **imported_names(tree)}
     wanted = {shown for _, _, shown in exercise.forbidden_calls()}
     wanted |= set(exercise.forbidden)
     keys = {f[:2]: f[2] for f in exercise.forbidden_calls()}
