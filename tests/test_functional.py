@@ -117,6 +117,25 @@ def test_conv2d_architecture_shapes():
             assert_same(a, t)
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("stride, size", [((2, 2), (10, 10)), ((2, 3), (11, 9)), ((3, 2), (7, 8))])
+def test_strided_depthwise_phases(layout, stride, size):
+    """Strided depthwise reads the input's stride-by-stride phases (dense copies on a
+    channels-first input, views on channels-last); odd sizes pad the last phase."""
+    for limit in (1 << 30, 1):  # the whole batch at once, and one image at a time
+        with mock.patch.object(conv_module, "DEPTHWISE_CHUNK_BYTES", limit):
+            x = torch.randn(3, 6, *size, dtype=torch.float64).contiguous(memory_format=layout)
+            x.requires_grad_()
+            w, b = leaf(6, 1, 3, 3), leaf(6)
+            ours, theirs = LF.conv2d(x, w, b, stride, 1, 1, 6), F.conv2d(x, w, b, stride, 1, 1, 6)
+            assert_same(ours, theirs)
+            grad = torch.randn_like(ours)
+            ours_grads, their_grads = grads(ours, [x, w, b], grad), grads(theirs, [x, w, b], grad)
+            for a, t in zip(ours_grads, their_grads):
+                assert_same(a, t)
+            assert ours_grads[0].is_contiguous(memory_format=layout)
+
+
 @pytest.mark.parametrize("size, kernel, dilation, groups", [(1, 1, 2, 1), (3, 3, 1, 1), (4, 2, 1, 2), (3, 3, 1, 4)])
 def test_conv2d_leaves_its_arguments_alone(size, kernel, dilation, groups):
     """A single output pixel once made the output share the bias's memory."""

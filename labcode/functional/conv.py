@@ -382,8 +382,13 @@ class _DepthwiseConv(torch.autograd.Function):
     Three things make it fast without leaving tensor operations:
     - no padded copy of the input: tap (i, j) only touches the outputs whose input pixel
       lies inside the image (`_tap_ranges`), which is what zero padding means;
-    - with a stride, only the strided output positions are computed (a strided view of the
-      input per tap), never the dense output that a stride would then subsample;
+    - with a stride s, only the strided output positions are computed, from the input's
+      s * s "phases" (the pixels at rows a, a + s, ... and columns b, b + s, ...): tap
+      (i, j) reads one phase with stride 1. On a channels-first input a phase steps over
+      every s-th number, so the phases are first copied into dense tensors, and the nine
+      multiply-adds run on adjacent numbers (vectorised); the input gradient is gathered
+      in dense phases too and written back once. On two cores this made the 3x3/2
+      layer about 1.6x faster. Channels-last phases already read adjacent channels;
     - the batch is processed a few images at a time (DEPTHWISE_CHUNK_BYTES), so that the
       kh * kw updates of a chunk hit the cache rather than main memory.
     """
@@ -403,22 +408,26 @@ class _DepthwiseConv(torch.autograd.Function):
         # input, a strided weight would cost a gather at every element
         taps = weight.reshape(o, kh * kw).t().contiguous().view(kh, kw, 1, o, 1, 1)
         ranges = _tap_ranges((h, w), (kh, kw), out_hw, stride, pads, dilation)
+        phases = _phases(_pad_to_stride(xr, stride), stride)  # (N, sh, sw, O, H', W')
+        dense = layout == torch.contiguous_format and stride != (1, 1)
+        if dense:  # channels-first phases step over numbers: one copy makes them adjacent
+            phases = phases.contiguous()
         for images in _depthwise_chunks(out):
-            chunk, source = out[images], xr[images]
+            chunk, source = out[images], phases[images]
             if bias is None:
                 chunk.zero_()
             else:
                 chunk.copy_(bias.view(1, o, 1, 1).expand_as(chunk))
-            for (i, j), (out_view, in_view) in ranges.items():
-                chunk[out_view].addcmul_(source[in_view], taps[i, j])
-        ctx.save_for_backward(xr, taps, x, weight)  # x, weight: for a second derivative
+            for (i, j), (phase, out_view, in_view) in ranges.items():
+                chunk[out_view].addcmul_(source[(slice(None),) + phase][in_view], taps[i, j])
+        ctx.save_for_backward(phases, taps, x, weight)  # x, weight: for a second derivative
         ctx.conf = (x.shape, weight.shape, stride, pads, dilation, out_hw, bias is not None)
-        ctx.layout = layout
+        ctx.layout, ctx.dense = layout, dense
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        xr, taps, x, weight = ctx.saved_tensors
+        phases, taps, x, weight = ctx.saved_tensors
         x_shape, w_shape, stride, pads, dilation, out_hw, has_bias = ctx.conf
         n, c, h, w = x_shape
         o, _, kh, kw = w_shape
@@ -432,21 +441,30 @@ class _DepthwiseConv(torch.autograd.Function):
         if has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_out.sum((0, 2, 3))
         gw = taps.new_zeros((kh, kw, o)) if need_w else None
-        gx = torch.zeros_like(xr, memory_format=ctx.layout) if need_x else None  # (N, O, H, W)
+        if need_x:  # dL/dx, gathered phase by phase, in dense sums where the phases are dense
+            hp, wp = phases.shape[4] * stride[0], phases.shape[5] * stride[1]
+            gx = torch.empty((n, o, hp, wp), dtype=x.dtype, device=x.device, memory_format=ctx.layout)
+            gx.zero_()
+            sums = torch.zeros_like(phases) if ctx.dense else _phases(gx, stride)
         for images in _depthwise_chunks(grad_out):
-            g, source = grad_out[images], xr[images]
+            g, source = grad_out[images], phases[images]
             if need_w:  # dL/dW[o, i, j] = sum of grad * the input tap (i, j) saw
-                for (i, j), (out_view, in_view) in ranges.items():
+                for (i, j), (phase, out_view, in_view) in ranges.items():
                     # a fresh product, laid out densely, sums far faster than one written
                     # into a strided view of a buffer (measured: 2-6x on this reduction)
-                    gw[i, j] += (g[out_view] * source[in_view]).sum((0, 2, 3))
-            if need_x:  # dL/dx: each output sends grad * W[i, j] back to the pixel it read
-                target = gx[images]
-                for (i, j), (out_view, in_view) in ranges.items():
-                    target[in_view].addcmul_(g[out_view], taps[i, j])
+                    gw[i, j] += (g[out_view] * source[(slice(None),) + phase][in_view]).sum((0, 2, 3))
+            if need_x:  # each output sends grad * W[i, j] back to the pixel it read
+                target = sums[images]
+                for (i, j), (phase, out_view, in_view) in ranges.items():
+                    target[(slice(None),) + phase][in_view].addcmul_(g[out_view], taps[i, j])
         if need_w:
             grad_w = gw.view(kh * kw, o).t().reshape(w_shape)
         if need_x:
+            if ctx.dense:  # one strided write per phase (5x faster than one 6-d copy here)
+                for a in range(stride[0]):
+                    for b in range(stride[1]):
+                        _phases(gx, stride)[:, a, b] = sums[:, a, b]
+            gx = gx[:, :, :h, :w]
             grad_x = gx if o == c else gx.reshape(n, c, o // c, h, w).sum(2)
             grad_x = _in_layout(grad_x, ctx.layout)
         return grad_x, grad_w, grad_b, None, None, None
@@ -462,33 +480,56 @@ def _depthwise_chunks(out: torch.Tensor) -> Iterator[slice]:
 
 
 def _tap_ranges(size, kernel, out_hw, stride, pads, dilation) -> dict:
-    """For each tap (i, j): (output view, input view), index tuples into (N, C, H, W).
+    """For each tap (i, j): (phase, output view, view into that phase), views index (N, C, H, W).
 
-    Output (r, s) reads input (r * sh + i * dh - top, s * sw + j * dw - left); outputs
-    whose input pixel falls in the padding are left out, since zeros add nothing.
+    Output (r, s) reads input (r * sh + i * dh - top, s * sw + j * dw - left). Along an
+    axis with stride st, input row st * q + a is row q of phase a (the rows a, a + st, ...),
+    so the tap reads phase (a, b) at stride 1; with stride 1 the only phase is the input.
+    Outputs whose input pixel falls in the padding are left out, since zeros add nothing.
     """
     ranges = {}
     for i in range(kernel[0]):
         for j in range(kernel[1]):
-            views = [_axis_range(size[a], out_hw[a], stride[a], pads[2 * a], (i, j)[a] * dilation[a])
-                     for a in range(2)]
+            phase, views = [], []
+            for axis, tap in enumerate((i, j)):
+                shift = tap * dilation[axis] - pads[2 * axis]  # output r reads r * st + shift
+                a = shift % stride[axis]
+                rows = len(range(a, size[axis], stride[axis]))  # the phase's length
+                phase.append(a)
+                views.append(_axis_range(rows, out_hw[axis], (shift - a) // stride[axis]))
             if any(v is None for v in views):
                 continue  # this tap sees only padding
             (out_r, in_r), (out_c, in_c) = views
-            ranges[i, j] = ((slice(None), slice(None), out_r, out_c),
+            ranges[i, j] = (tuple(phase), (slice(None), slice(None), out_r, out_c),
                             (slice(None), slice(None), in_r, in_c))
     return ranges
 
 
-def _axis_range(size, out_size, stride, before, offset):
-    """(output slice, input slice) along one axis for a tap at `offset`, or None if empty."""
-    shift = offset - before  # output r reads input r * stride + shift
-    first = -(shift // stride) if shift < 0 else 0  # ceil(-shift / stride): first inside
-    last = min(out_size - 1, (size - 1 - shift) // stride)
+def _phases(x: torch.Tensor, stride) -> torch.Tensor:
+    """(N, C, H, W) seen as (N, sh, sw, C, H', W'): phase (a, b) is x[:, :, a::sh, b::sw].
+
+    A view, no copy; H and W must be multiples of the stride (`_pad_to_stride`)."""
+    (n, c, h, w), (sh, sw) = x.shape, stride
+    s_n, s_c, s_h, s_w = x.stride()
+    return x.as_strided((n, sh, sw, c, h // sh, w // sw), (s_n, s_h, s_w, s_c, s_h * sh, s_w * sw),
+                        x.storage_offset())
+
+
+def _pad_to_stride(x: torch.Tensor, stride) -> torch.Tensor:
+    """x with zero rows and columns added at the end up to multiples of the stride (the
+    taps never read them)."""
+    h, w = x.shape[2:]
+    extra_h, extra_w = -h % stride[0], -w % stride[1]
+    return F.pad(x, (0, extra_w, 0, extra_h)) if extra_h or extra_w else x
+
+
+def _axis_range(size, out_size, shift):
+    """(output slice, input slice) along one axis where output r reads input r + shift,
+    both inside their bounds, or None if no output does."""
+    first, last = max(0, -shift), min(out_size - 1, size - 1 - shift)
     if last < first:
         return None
-    start = first * stride + shift
-    return slice(first, last + 1), slice(start, start + (last - first) * stride + 1, stride)
+    return slice(first, last + 1), slice(first + shift, last + shift + 1)
 
 
 def conv2d_loop(
