@@ -100,6 +100,35 @@ def cases(scale: float) -> list[Case]:
     ]
 
 
+def gemm_ceiling(device: torch.device, scale: float, repeats: int,
+                 clock: Callable[[], float]) -> tuple[float, float]:
+    """GFLOP/s of torch's matrix product and of torch's convolution, on one layer.
+
+    Our dense convolutions are matrix products (im2col, then `addmm`), so they can never
+    beat the matrix product's speed; torch's convolution kernels are separate code
+    (oneDNN on CPUs, cuDNN on GPUs) and may run faster. The product is timed on exactly
+    the matrices im2col makes for the 5x5 row, so the ratio of the two speeds is the
+    best ratio any im2col convolution can reach on this machine.
+    """
+    n, c, o, size, k = max(1, round(8 * scale)), 64, 192, 27, 5
+    x = torch.randn(n, c, size, size, device=device)
+    w = torch.randn(o, c, k, k, device=device)
+    cols = torch.randn(n * size * size, c * k * k, device=device)  # (pixels, C*kh*kw)
+    w2d = w.reshape(o, c * k * k).t().contiguous()  # (C*kh*kw, O)
+    flop = 2 * cols.shape[0] * cols.shape[1] * o
+    times: dict[str, list[float]] = {"mm": [], "conv": []}
+    runs = {"mm": lambda: cols @ w2d, "conv": lambda: F.conv2d(x, w, padding=k // 2)}
+    for _ in range(repeats + 1):  # the first round warms up
+        for name, fn in runs.items():
+            _sync(x)
+            start = clock()
+            fn()
+            _sync(x)
+            times[name].append(clock() - start)
+    mm, conv = (flop / statistics.median(times[name][1:]) / 1e9 for name in ("mm", "conv"))
+    return mm, conv
+
+
 def step(fn: Callable[..., torch.Tensor], inputs: list[torch.Tensor], grad: torch.Tensor,
          clock: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
     """Seconds for one forward pass, and for the forward and backward passes together."""
@@ -171,6 +200,11 @@ def main() -> None:
     print("-" * len(header))
     print(f"{'geometric mean of ours/torch':92} {geomean(forward_ratios):8.2f} {geomean(ratios):10.2f}")
     print("(forward: ratio of the forward pass alone; ours/torch: forward + backward)")
+    if not args.only:
+        mm, conv = gemm_ceiling(device, args.scale, args.repeats, clock)
+        print(f"\nceiling: torch's matrix product {mm:.0f} GFLOP/s, torch's convolution {conv:.0f} "
+              f"GFLOP/s on the 5x5 row (forward):\nan im2col convolution can be at best "
+              f"{conv / mm:.2f}x torch's time here")
 
 
 def geomean(values: list[float]) -> float:
