@@ -93,7 +93,7 @@ def main() -> None:
     labels = torch.randint(0, 10, (n,), generator=g)
 
     model = small_cnn().to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, fused=True)
     gpu_loader = GPULoader(images, labels, args.batch_size, augment="crop_flip", pad=4,
                            device=device, seed=0, mean=MEAN, std=STD)
     torch_loader = torch.utils.data.DataLoader(

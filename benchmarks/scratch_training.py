@@ -85,7 +85,7 @@ def main() -> None:
         runs = {}
         for backend in ("torch", "scratch"):
             model = set_backend(copy.deepcopy(base), backend).to(device, memory_format=layout)
-            optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, fused=True)
             train_steps(model, optimizer, x, y, 2, autocast)  # warm-up: allocator, autotuning
             runs[backend] = (model, optimizer)
         seconds = {"torch": [], "scratch": []}

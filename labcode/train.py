@@ -29,6 +29,7 @@ import math
 import os
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -302,7 +303,8 @@ class _FiniteGuard:
     (every SYNC_EVERY steps), naming the first bad step; the weights are those from
     before it. Other optimizers on CUDA, and float16 with a GradScaler (which already
     waits every step for a non-fused optimizer), get the per-step check, done after
-    the backward pass so the GPU has the work queued. Under torch.distributed the flag
+    the backward pass so the GPU has the work queued; for torch's Adam, AdamW and SGD
+    built without fused=True, fit warns once per run and names the fix. Under torch.distributed the flag
     is summed over all processes, so that every process stops at the same step.
     """
 
@@ -312,6 +314,12 @@ class _FiniteGuard:
         self.found_inf = None  # float32 (1,) on the device when the update skips there
         if _skips_on_device(device, optimizer, scaler):
             self.found_inf = torch.zeros(1, dtype=torch.float32, device=device)
+        elif device.type == "cuda" and not scaler.is_enabled() and type(optimizer) in FUSABLE:
+            warnings.warn(
+                f"fit: {type(optimizer).__name__} without fused=True cannot skip a step on the "
+                f"GPU, so every step's loss is read back and the GPU waits each time; build it "
+                f"with torch.optim.{type(optimizer).__name__}(..., fused=True) to avoid that",
+                stacklevel=4)
 
     def step(self, loss: torch.Tensor, position: Position) -> None:
         bad = (~torch.isfinite(loss)).float().reshape(1)
@@ -331,6 +339,10 @@ class _FiniteGuard:
             self.optimizer.step()
         finally:
             del self.optimizer.found_inf, self.optimizer.grad_scale
+
+
+# torch's optimizers that take fused=True (and with it GradScaler's found_inf)
+FUSABLE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
 
 
 def _skips_on_device(device: torch.device, optimizer: torch.optim.Optimizer,

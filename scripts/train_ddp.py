@@ -51,7 +51,7 @@ def main() -> None:
                       pad=2, seed=0)
     test = GPULoader(load_digits("test"), batch_size=500, shuffle=False,
                      mean=train.mean, std=train.std)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, fused=True)
     history = fit(model, train, epochs=args.epochs, optimizer=optimizer, val_data=test,
                   checkpoint=args.checkpoint, seed=0)
     rank, world = distributed.rank_and_world()

@@ -3,8 +3,11 @@ non-finite-loss stop, fit's length. Checkpoints and resuming: test_checkpoint.py
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import re
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +20,7 @@ from labcode.train import History, NonFiniteLossError, evaluate, fit, predict, t
 from tiny_training import assert_same_weights, params, run, tiny_cnn, toy_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_fit_equals_a_hand_written_loop():
@@ -125,6 +129,59 @@ def test_on_cuda_a_fused_optimizer_skips_the_bad_update_without_waiting():
     assert all(torch.isfinite(p).all() for p in seen[step - 1])
     for now, before in zip(params(model), seen[step - 1]):
         assert torch.equal(now, before)
+
+
+def test_on_cuda_fit_says_how_to_avoid_waiting_for_every_loss():
+    """A non-fused Adam, AdamW or SGD makes fit read every loss back on a GPU: it says so
+    and names the fix. Other optimisers have no fused form, and nothing waits on a CPU."""
+    from labcode.train import _FiniteGuard
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    params = tiny_cnn().parameters
+    with pytest.warns(UserWarning, match=r"torch\.optim\.AdamW\(\.\.\., fused=True\)"):
+        _FiniteGuard(torch.device("cuda"), torch.optim.AdamW(params()), scaler, mixed=False)
+    quiet = [(torch.device("cuda"), torch.optim.RMSprop(params())),
+             (torch.device("cpu"), torch.optim.AdamW(params()))]
+    for device, optimizer in quiet:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            _FiniteGuard(device, optimizer, scaler, mixed=False)
+
+
+def test_every_optimizer_the_chapters_build_is_fused():
+    """So that fit never makes the GPU wait for each step's loss (see the test above)."""
+    built = 0
+    for path in sorted((ROOT / "chapters").rglob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            source = "".join(cell["source"]) if cell["cell_type"] == "code" else ""
+            for call in re.finditer(r"torch\.optim\.(?:Adam|AdamW|SGD)\((?:[^()]|\([^()]*\))*\)", source):
+                built += 1
+                assert "fused=True" in call.group(0), f"{path.name}: {call.group(0)}"
+    assert built >= 8, f"found {built} optimisers in the chapters; the pattern no longer matches"
+
+
+@pytest.mark.gpu
+def test_on_cuda_fit_with_a_fused_optimizer_waits_only_to_read_losses_back():
+    """Count synchronising CUDA calls: a fused optimizer's run waits a few times per
+    SYNC_EVERY steps, a non-fused one at least once per step."""
+    from labcode.train import SYNC_EVERY
+    images, labels = toy_data(1024)
+    syncs = {}
+    for fused in (True, False):
+        train = GPULoader(images, labels, 8, device="cuda", seed=0)
+        model = tiny_cnn()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, fused=fused)
+        fit(model, train, epochs=1, optimizer=optimizer, progress=False)  # warm-up
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                fit(model, train, epochs=1, optimizer=optimizer, progress=False)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        syncs[fused] = sum("synchroniz" in str(w.message) for w in caught)
+    steps = len(train)
+    assert syncs[False] >= steps, syncs
+    assert syncs[True] <= 4 * (steps // SYNC_EVERY + 1) + 10, syncs
 
 
 def test_fit_stays_short_enough_to_read():
