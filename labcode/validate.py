@@ -266,14 +266,44 @@ def pool_arguments(
 
 
 def pool_input(
-    fn: str, input: object, kernel_size: object, stride: object, padding: object
+    fn: str, input: object, kernel_size: object, stride: object, padding: object,
+    dilation: object = 1, ceil_mode: bool = False,
 ) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
     """Check a pooling's input batch and window; return (kernel, stride, padding) as pairs."""
     image_batch(fn, input)
     kernel, stride, padding = pool_arguments(fn, kernel_size, stride, padding)
-    padded = (input.shape[2] + 2 * padding[0], input.shape[3] + 2 * padding[1])
-    window_fits(fn, "the pooling window", kernel, padded)
+    dilation = pair(fn, "dilation", dilation, minimum=1)
+    pooled_size(fn, (input.shape[2], input.shape[3]), kernel, stride, padding, dilation, ceil_mode)
     return kernel, stride, padding
+
+
+def pooled_size(
+    fn: str, size: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int],
+    padding: tuple[int, int], dilation: tuple[int, int], ceil_mode: bool,
+) -> tuple[int, int]:
+    """A pooling's output size (H_out, W_out), rounded as torch rounds it; raise ValueError
+    if it would be empty.
+
+    Per axis, floor((n + 2p - d(k - 1) - 1) / s) + 1, or ceil with ceil_mode, where the
+    last window must start inside the input or its left padding. So with ceil_mode a window
+    larger than the padded input is taken, as in torch (2x2 input, kernel 3, stride 2:
+    one window).
+    """
+    out = []
+    for n, k, s, p, d in zip(size, kernel, stride, padding, dilation):
+        length = (n + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+        if ceil_mode and (length - 1) * s >= n + p:
+            length -= 1
+        out.append(length)
+    if min(out) < 1:
+        reach = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+        dilated = f" (kernel {kernel} with dilation {dilation})" if dilation != (1, 1) else ""
+        padded = tuple(n + 2 * p for n, p in zip(size, padding))
+        raise ValueError(
+            f"{fn}: the pooling window {reach}{dilated} does not fit the padded input {padded}"
+            f"{' even with ceil_mode' if ceil_mode else ''}: the output would be empty"
+        )
+    return out[0], out[1]
 
 
 def kernel_fits(

@@ -29,6 +29,8 @@ W = torch.randn(6, 4, 3, 3)
     (lambda: LF.conv2d(torch.randn(1, 4, 2, 2), W), ValueError, ["(3, 3)", "larger", "(2, 2)"]),
     (lambda: LF.conv2d(torch.randn(1, 4, 5, 5), W, dilation=3), ValueError, ["(7, 7)", "(5, 5)"]),
     (lambda: LF.max_pool2d(torch.randn(1, 1, 2, 2), 3, padding=0), ValueError, ["(3, 3)", "(2, 2)"]),
+    (lambda: LF.max_pool2d(torch.randn(1, 1, 2, 2), 3, 1, ceil_mode=True), ValueError,
+     ["(3, 3)", "(2, 2)", "even with ceil_mode"]),
     (lambda: LF.max_pool2d(X, 3, padding=2), ValueError, ["at most half", "(1, 1)", "(2, 2)"]),
     (lambda: LF.avg_pool2d(X, 2, padding=(0, 2)), ValueError, ["at most half", "(0, 2)"]),
     # stride, kernel, dilation below 1

@@ -3,6 +3,8 @@ in the input's layout, empty batches, channels_last, attention masks, mixed dtyp
 second derivatives, and torch's full pooling signatures. Each test failed before its fix."""
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -310,3 +312,61 @@ def test_pool_argument_errors():
         LF.max_pool2d(x, 2, dilation=0)
     with pytest.raises(ValueError, match="output would be empty"):
         LF.max_pool2d(x, 3, dilation=3)
+
+
+# -- defect 7: with ceil_mode torch takes a window larger than the padded input ------------
+
+def _shape_or_error(pool, x, *args):
+    try:
+        return tuple(pool(x, *args).shape)
+    except (RuntimeError, ValueError) as error:
+        return type(error)
+
+
+def test_pools_accept_exactly_the_windows_torch_accepts():
+    """torch's rule: the output length, ceil_mode's included, must be at least 1. With
+    ceil_mode a window may then be larger than the padded input (2x2 input, kernel 3,
+    stride 2: one window)."""
+    for h, w, k, s, d, ceil in itertools.product([1, 2, 3, 4], [2, 3], [1, 2, 3, 4], [1, 2, 3],
+                                                 [1, 2], [False, True]):
+        x = torch.randn(1, 2, h, w, dtype=F64)
+        for p in range(k // 2 + 1):
+            pools = [(LF.max_pool2d, F.max_pool2d, (k, s, p, d, ceil))]
+            if d == 1:
+                pools.append((LF.avg_pool2d, F.avg_pool2d, (k, s, p, ceil)))
+            for ours_fn, theirs_fn, args in pools:
+                theirs = _shape_or_error(theirs_fn, x, *args)
+                ours = _shape_or_error(ours_fn, x, *args)
+                where = f"{ours_fn.__name__}{(h, w), args}"
+                assert ours == (ValueError if theirs is RuntimeError else theirs), where
+                if isinstance(theirs, tuple):
+                    torch.testing.assert_close(ours_fn(x, *args), theirs_fn(x, *args), msg=where)
+
+
+# (H, W), kernel, stride, padding: torch takes each only with ceil_mode
+CEIL_ONLY = [((2, 2), 3, 2, 0), ((3, 3), 4, 2, 0), ((1, 3), (4, 2), (2, 1), (1, 0)), ((2, 5), 3, 3, 0)]
+
+
+@pytest.mark.parametrize("size, kernel, stride, padding", CEIL_ONLY)
+def test_ceil_mode_window_larger_than_the_padded_input(size, kernel, stride, padding):
+    x = torch.randn(2, 3, *size, dtype=F64, requires_grad=True)
+    args = (kernel, stride, padding, 1, True)
+    theirs, their_indices = F.max_pool2d(x, *args, return_indices=True)
+    ours, our_indices = LF.max_pool2d(x, *args, return_indices=True)
+    torch.testing.assert_close(ours, theirs)
+    assert torch.equal(our_indices, their_indices)
+    assert_close_and_grads(lambda t: LF.max_pool2d(t, *args), lambda t: F.max_pool2d(t, *args), (x,))
+    for count_include_pad in (True, False):
+        args = (kernel, stride, padding, True, count_include_pad)
+        assert_close_and_grads(lambda t: LF.avg_pool2d(t, *args), lambda t: F.avg_pool2d(t, *args), (x,))
+    for backend in ("scratch", "torch"):
+        for ours_layer, torch_layer in [
+            (MaxPool2d(kernel, stride, padding, ceil_mode=True), nn.MaxPool2d(kernel, stride, padding, ceil_mode=True)),
+            (AvgPool2d(kernel, stride, padding, ceil_mode=True), nn.AvgPool2d(kernel, stride, padding, ceil_mode=True)),
+        ]:
+            assert_close_and_grads(set_backend(ours_layer, backend), torch_layer, (x,))
+    # without ceil_mode both refuse it
+    with pytest.raises(RuntimeError):
+        F.max_pool2d(x, kernel, stride, padding)
+    with pytest.raises(ValueError, match=r"does not fit the padded input"):
+        LF.max_pool2d(x, kernel, stride, padding)

@@ -48,10 +48,11 @@ def max_pool2d(
     """
     fn = "max_pool2d"
     if check:
-        kernel, stride, padding = validate.pool_input(fn, input, kernel_size, stride, padding)
-        dilation = validate.pair(fn, "dilation", dilation, minimum=1)
         validate.flag(fn, "ceil_mode", ceil_mode)
         validate.flag(fn, "return_indices", return_indices)
+        kernel, stride, padding = validate.pool_input(fn, input, kernel_size, stride, padding,
+                                                      dilation, ceil_mode)
+        dilation = as_pair(dilation)  # checked by pool_input
     else:
         kernel, padding, dilation = as_pair(kernel_size), as_pair(padding), as_pair(dilation)
         stride = kernel if stride is None else as_pair(stride)
@@ -95,8 +96,9 @@ def avg_pool2d(
     """
     fn = "avg_pool2d"
     if check:
-        kernel, stride, padding = validate.pool_input(fn, input, kernel_size, stride, padding)
         validate.flag(fn, "ceil_mode", ceil_mode)
+        kernel, stride, padding = validate.pool_input(fn, input, kernel_size, stride, padding,
+                                                      ceil_mode=ceil_mode)
         validate.flag(fn, "count_include_pad", count_include_pad)
         if divisor_override is not None:
             validate.positive_int(fn, "divisor_override", divisor_override)
@@ -118,8 +120,7 @@ class _Window:
     def __init__(self, fn, input, kernel, stride, padding, dilation, ceil_mode):
         self.kernel, self.stride, self.padding, self.dilation = kernel, stride, padding, dilation
         self.size = (input.shape[2], input.shape[3])
-        self.out_hw = tuple(_pooled_length(fn, self.size[a], kernel[a], stride[a], padding[a],
-                                           dilation[a], ceil_mode) for a in range(2))
+        self.out_hw = validate.pooled_size(fn, self.size, kernel, stride, padding, dilation, ceil_mode)
         # (before, after) on each axis: after covers the last window, even past the padding
         self.pads = tuple(
             (padding[a], max(0, (self.out_hw[a] - 1) * stride[a] + dilation[a] * (kernel[a] - 1)
@@ -155,21 +156,6 @@ class _Window:
         h = torch.tensor(counts[0], dtype=like.dtype, device=like.device)
         w = torch.tensor(counts[1], dtype=like.dtype, device=like.device)
         return h[:, None] * w[None, :]  # (Ho, Wo)
-
-
-def _pooled_length(fn, size, kernel, stride, pad, dilation, ceil_mode) -> int:
-    """Output length along one axis, rounded as torch rounds it."""
-    span = size + 2 * pad - dilation * (kernel - 1) - 1
-    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + pad:
-        out -= 1  # the last window must start inside the input or its left padding
-    if out < 1:
-        reach = dilation * (kernel - 1) + 1
-        raise ValueError(
-            f"{fn}: the pooling window (reach {reach} with dilation {dilation}) does not fit "
-            f"an input of size {size} padded by {pad} on each side: the output would be empty"
-        )
-    return out
 
 
 def _columns(x, j, size, stride):

@@ -40,7 +40,8 @@ class MaxPool2d(nn.MaxPool2d, Switchable, ChecksInput):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if self.check_input:
-            validate.pool_input("MaxPool2d", input, self.kernel_size, self.stride, self.padding)
+            validate.pool_input("MaxPool2d", input, self.kernel_size, self.stride, self.padding,
+                                self.dilation, self.ceil_mode)
         if self.scratch:
             return LF.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
                                  self.ceil_mode, self.return_indices, check=False)
@@ -72,7 +73,8 @@ class AvgPool2d(nn.AvgPool2d, Switchable, ChecksInput):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if self.check_input:
-            validate.pool_input("AvgPool2d", input, self.kernel_size, self.stride, self.padding)
+            validate.pool_input("AvgPool2d", input, self.kernel_size, self.stride, self.padding,
+                                ceil_mode=self.ceil_mode)
         if self.scratch:
             return LF.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
                                  self.count_include_pad, self.divisor_override, check=False)
