@@ -8,7 +8,7 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 from torch import nn
 from torch.autograd import gradgradcheck
 
@@ -260,17 +260,44 @@ def pool_input(cfg):
 
 @SETTINGS
 @given(pool_configs())
+@example(dict(  # dilation 2 steps over the one row: windows with no input pixel in them
+    batch=2, size=[1, 4], kernel=(2, 3), stride=(1, 1), padding=(1, 1), dilation=(2, 1),
+    ceil_mode=False, count_include_pad=True, divisor_override=None, channels_last=True, ties=False))
 def test_max_pool2d_full_signature_matches_torch(cfg):
     x = pool_input(cfg)
     args = (cfg["kernel"], cfg["stride"], cfg["padding"], cfg["dilation"], cfg["ceil_mode"])
     theirs, their_indices = F.max_pool2d(x, *args, return_indices=True)
-    if torch.isinf(theirs).any():
-        return  # a dilated window that lands on padding only: torch's indices point nowhere
     ours, our_indices = LF.max_pool2d(x, *args, return_indices=True)
-    assert torch.equal(our_indices, their_indices)
-    assert_close_and_grads(lambda t: LF.max_pool2d(t, *args), lambda t: F.max_pool2d(t, *args), (x,))
+    torch.testing.assert_close(ours, theirs)
     with torch.no_grad():
         torch.testing.assert_close(LF.max_pool2d(x, *args), theirs)
+    empty = outside_the_input(x, args)
+    if not empty.any():
+        assert torch.equal(our_indices, their_indices)
+        assert_close_and_grads(lambda t: LF.max_pool2d(t, *args), lambda t: F.max_pool2d(t, *args), (x,))
+        return
+    # Torch's index for a window with no input pixel is out of range or in another window
+    # (and its backward then writes there): ours is in range and passes no gradient back.
+    assert torch.equal(our_indices[..., ~empty], their_indices[..., ~empty])
+    assert 0 <= our_indices.min() and our_indices.max() < x.shape[2] * x.shape[3]
+    grad = torch.randn_like(ours)
+    (ours_grad,) = torch.autograd.grad(ours, x, grad)
+    torch.testing.assert_close(ours_grad, unpool_gradient(grad.masked_fill(empty, 0), their_indices, x))
+
+
+def outside_the_input(x, args):
+    """(H_out, W_out): True for a window that holds no input pixel (a dilated window that
+    steps over the whole input), which is -inf however large the input's values."""
+    ones = torch.ones(1, 1, *x.shape[2:], dtype=x.dtype)
+    return torch.isinf(F.max_pool2d(ones, *args))[0, 0]
+
+
+def unpool_gradient(grad, indices, x):
+    """The gradient of a max pool: each output's gradient added to its winner in x."""
+    n, c, h, w = x.shape
+    flat = torch.zeros(n, c, h * w, dtype=grad.dtype).scatter_add(
+        2, indices.clamp(0, h * w - 1).reshape(n, c, -1), grad.reshape(n, c, -1))
+    return flat.view(n, c, h, w)
 
 
 @SETTINGS
@@ -370,3 +397,36 @@ def test_ceil_mode_window_larger_than_the_padded_input(size, kernel, stride, pad
         F.max_pool2d(x, kernel, stride, padding)
     with pytest.raises(ValueError, match=r"does not fit the padded input"):
         LF.max_pool2d(x, kernel, stride, padding)
+
+
+# -- defect 8: max pooling's indices where the maximum is -inf ---------------------------
+
+def test_max_pool2d_window_with_no_input_pixel():
+    """Dilation 2 steps over a 1-pixel-high input (taps at rows -1 and 1): every window is
+    padding only, -inf as in torch. Torch's indices (3, 4, 5 here) are out of range and its
+    backward writes out of bounds; ours are in range and pass no gradient back."""
+    x = torch.randn(2, 3, 1, 3, dtype=F64, requires_grad=True)
+    args = (2, 1, 1, 2)  # kernel, stride, padding, dilation
+    theirs = F.max_pool2d(x, *args)
+    ours, indices = LF.max_pool2d(x, *args, return_indices=True)
+    torch.testing.assert_close(ours, theirs)
+    assert ours.isneginf().all()
+    assert 0 <= indices.min() and indices.max() < 3
+    (grad,) = torch.autograd.grad(ours, x, torch.randn_like(ours))
+    assert torch.equal(grad, torch.zeros_like(x))
+    with torch.no_grad():
+        torch.testing.assert_close(LF.max_pool2d(x, *args), theirs)
+
+
+@pytest.mark.parametrize("args", [(3, 1, 1), (3, 2, 1, 1, True), ((3, 2), 1, (1, 1), 2)])
+def test_max_pool2d_minus_infinity_input_points_at_the_first_pixel(args):
+    """Where every input pixel a window sees is -inf, torch's winner is the window's first
+    input pixel, not the padding before it."""
+    x = torch.randn(2, 2, 5, 4, dtype=F64)
+    x[0] = float("-inf")
+    x[1, :, :2] = float("-inf")
+    x.requires_grad_()
+    theirs, their_indices = F.max_pool2d(x, *args, return_indices=True)
+    ours, our_indices = LF.max_pool2d(x, *args, return_indices=True)
+    assert torch.equal(our_indices, their_indices)
+    assert_close_and_grads(lambda t: LF.max_pool2d(t, *args), lambda t: F.max_pool2d(t, *args), (x,))

@@ -39,7 +39,11 @@ def max_pool2d(
         ceil_mode: round the output size up, so a last partial window counts too (as
             long as it starts inside the input or its left padding, as in torch).
         return_indices: also return where each maximum came from, as a flat index into
-            its channel's H * W (what `F.max_unpool2d` takes).
+            its channel's H * W (what `F.max_unpool2d` takes). A window with no input pixel
+            in it (dilation 2 steps over a 1-pixel input: taps -1 and 1) gives -inf, as in
+            torch, and passes no gradient back; torch's index there points past the input
+            or into another window, labcode's is torch's row and column clamped into the
+            input, so always a valid index.
         check: check the arguments first; a layer that has checked its input passes False.
 
     Returns:
@@ -133,6 +137,13 @@ class _Window:
         (top, bottom), (left, right) = self.pads
         return F.pad(x, (left, right, top, bottom), value=value) if top + bottom + left + right else x
 
+    def first_pixels(self, axis: int) -> list[int]:
+        """Along `axis`, the first tap of each window that lands in the input (torch's winner
+        when all the window sees is -inf); n or more for a window whose dilated taps step
+        over the whole input (taps -1 and 1 around a 1-pixel input)."""
+        s, p, d = self.stride[axis], self.padding[axis], self.dilation[axis]
+        return [o * s - p if o * s >= p else (o * s - p) % d for o in range(self.out_hw[axis])]
+
     def unpad(self, x: torch.Tensor) -> torch.Tensor:
         (top, _), (left, _) = self.pads
         return x[..., top: top + self.size[0], left: left + self.size[1]]
@@ -189,6 +200,9 @@ class _MaxPool(torch.autograd.Function):
         winner_col = col.gather(2, winner_row).long() * dw + torch.arange(0, sw * wo, sw, device=row.device)
         (top, _), (left, _) = window.pads
         indices = (winner_row - top) * window.size[1] + (winner_col - left)  # into H*W, unpadded
+        ctx.empty = None
+        if top or left:  # a -inf maximum may have come from the padding: point into the input
+            indices, ctx.empty = _first_pixel_where_minus_inf(out, indices, window)
         ctx.save_for_backward(indices)
         ctx.window = window
         ctx.mark_non_differentiable(indices)
@@ -200,11 +214,27 @@ class _MaxPool(torch.autograd.Function):
         # Only out-of-place operations: the gradient is differentiable in grad_out (a
         # second derivative through a max pool is a gather at the same winners).
         (indices,) = ctx.saved_tensors
+        if ctx.empty is not None:  # a window with no input pixel passes no gradient back
+            grad_out = grad_out.masked_fill(ctx.empty, 0.0)
         (h, w), (ho, wo) = ctx.window.size, ctx.window.out_hw
         n, c = grad_out.shape[:2]
         grad_x = grad_out.new_zeros((n, c, h * w)).scatter_add(  # overlapping windows add up
             2, indices.reshape(n, c, ho * wo), grad_out.reshape(n, c, ho * wo))
         return _in_layout(grad_x.view(n, c, h, w), ctx.window.layout), None
+
+
+def _first_pixel_where_minus_inf(out, indices, window):
+    """Indices as torch's: where a window's maximum is -inf, its first input pixel, not the
+    padding tap that won the tie. Also the (Ho, Wo) mask of windows with no input pixel
+    (None if there are none): their output is -inf, as in torch, and torch's index points
+    past the input or into another window; ours is clamped into the last row and column."""
+    (h, w), device = window.size, indices.device
+    rows, cols = window.first_pixels(0), window.first_pixels(1)
+    r, c = torch.tensor(rows, device=device), torch.tensor(cols, device=device)
+    first = r.clamp(max=h - 1)[:, None] * w + c.clamp(max=w - 1)  # (Ho, Wo)
+    indices = torch.where(out == float("-inf"), first, indices)
+    empty = None if max(rows) < h and max(cols) < w else (r >= h)[:, None] | (c >= w)
+    return indices, empty
 
 
 def _running_max(x: torch.Tensor, taps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
