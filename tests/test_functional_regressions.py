@@ -279,7 +279,7 @@ def test_max_pool2d_full_signature_matches_torch(cfg):
     # Torch's index for a window with no input pixel is out of range or in another window
     # (and its backward then writes there): ours is in range and passes no gradient back.
     assert torch.equal(our_indices[..., ~empty], their_indices[..., ~empty])
-    assert 0 <= our_indices.min() and our_indices.max() < x.shape[2] * x.shape[3]
+    assert ((0 <= our_indices) & (our_indices < x.shape[2] * x.shape[3])).all()
     grad = torch.randn_like(ours)
     (ours_grad,) = torch.autograd.grad(ours, x, grad)
     torch.testing.assert_close(ours_grad, unpool_gradient(grad.masked_fill(empty, 0), their_indices, x))
@@ -293,10 +293,11 @@ def outside_the_input(x, args):
 
 
 def unpool_gradient(grad, indices, x):
-    """The gradient of a max pool: each output's gradient added to its winner in x."""
+    """The gradient of a max pool: each output's gradient added to its winner in x (an
+    index out of range is clamped in: it must carry a zero gradient)."""
     n, c, h, w = x.shape
     flat = torch.zeros(n, c, h * w, dtype=grad.dtype).scatter_add(
-        2, indices.clamp(0, h * w - 1).reshape(n, c, -1), grad.reshape(n, c, -1))
+        2, indices.clamp(0, h * w - 1).flatten(2), grad.flatten(2))
     return flat.view(n, c, h, w)
 
 
