@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import labcode.functional as LF
-from labcode.layers import AvgPool2d, Conv2d, Linear, MaxPool2d
+from labcode.layers import AvgPool2d, Conv2d, Linear, MaxPool2d, set_backend
 
 X = torch.randn(2, 4, 8, 8)
 W = torch.randn(6, 4, 3, 3)
@@ -98,6 +98,13 @@ W = torch.randn(6, 4, 3, 3)
     # dtype: uint8 images get a hint to convert them
     (lambda: Conv2d(4, 6, 3)(X.to(torch.uint8)), TypeError, ["floating-point", "torch.uint8", "images.float() / 255"]),
     (lambda: LF.max_pool2d(X.to(torch.uint8), 2), TypeError, ["floating-point", "torch.uint8", "/ 255"]),
+    # dtype: linear's tensors must share one outside autocast, as in torch
+    (lambda: LF.linear(torch.randn(3, 6, dtype=torch.float64), torch.randn(4, 6)), TypeError,
+     ["linear: input and weight must have the same dtype", "input torch.float64, weight torch.float32"]),
+    (lambda: LF.linear(torch.randn(3, 6), torch.randn(4, 6), torch.randn(4, dtype=torch.float64)), TypeError,
+     ["input, weight and bias", "bias torch.float64"]),
+    (lambda: set_backend(Linear(6, 4), "scratch")(torch.randn(3, 6, dtype=torch.float64)), TypeError,
+     ["input torch.float64, weight torch.float32"]),
 ])
 def test_bad_input_names_expected_and_actual(call, error, words):
     with pytest.raises(error) as info:
@@ -108,8 +115,18 @@ def test_bad_input_names_expected_and_actual(call, error, words):
 
 
 def test_scratch_layers_check_too():
-    from labcode.layers import set_backend
-
     conv = set_backend(Conv2d(3, 8, 3), "scratch")
     with pytest.raises(ValueError, match="expected input with 3 channels"):
         conv(X)
+
+
+def test_linear_takes_mixed_dtypes_under_autocast():
+    """Autocast casts input, weight and bias to its dtype, in labcode as in torch."""
+    x, w, b = torch.randn(2, 3, 6), torch.randn(4, 6).bfloat16(), torch.randn(4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for bias in (b, None):
+            ours, theirs = LF.linear(x, w, bias), torch.nn.functional.linear(x, w, bias)
+            assert ours.dtype == theirs.dtype == torch.bfloat16
+            torch.testing.assert_close(ours, theirs)
+        layer = set_backend(Linear(6, 4), "scratch")
+        assert layer(x.bfloat16()).dtype == torch.bfloat16  # a bfloat16 input, float32 weights

@@ -13,12 +13,16 @@ import math
 import torch
 
 from labcode import validate
+from labcode.functional.conv import autocast_dtype
 
 
 def linear(
     input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, check: bool = True
 ) -> torch.Tensor:
     """y = input @ weight^T + bias.
+
+    Outside autocast input, weight and bias must share one dtype, as in torch (a TypeError
+    names them, checked even with check=False, as in conv2d); under autocast they may differ.
 
     Args:
         input: (..., in_features).
@@ -31,6 +35,8 @@ def linear(
     """
     if check:
         validate.linear_arguments("linear", input, weight, bias)
+    if autocast_dtype(input.device.type) is None:  # outside autocast torch promotes nothing
+        validate.same_dtype("linear", input=input, weight=weight, bias=bias)
     if bias is None:
         return input @ weight.t()
     if input.dim() == 2:
