@@ -388,7 +388,7 @@ class _DepthwiseConv(torch.autograd.Function):
       every s-th number, so the phases are first copied into dense tensors, and the nine
       multiply-adds run on adjacent numbers (vectorised); the input gradient is gathered
       in dense phases too and written back once. On two cores this made the 3x3/2
-      layer about 1.6x faster. Channels-last phases already read adjacent channels;
+      layer about 1.5x faster. Channels-last phases already read adjacent channels;
     - the batch is processed a few images at a time (DEPTHWISE_CHUNK_BYTES), so that the
       kh * kw updates of a chunk hit the cache rather than main memory.
     """
