@@ -304,8 +304,9 @@ class _FiniteGuard:
     before it. Other optimizers on CUDA, and float16 with a GradScaler (which already
     waits every step for a non-fused optimizer), get the per-step check, done after
     the backward pass so the GPU has the work queued; for torch's Adam, AdamW and SGD
-    built without fused=True, fit warns once per run and names the fix. Under torch.distributed the flag
-    is summed over all processes, so that every process stops at the same step.
+    built without fused=True, fit warns once per run and names the fix. Under
+    torch.distributed the flag is summed over all processes, so that every process stops
+    at the same step.
     """
 
     def __init__(self, device: torch.device, optimizer: torch.optim.Optimizer,
