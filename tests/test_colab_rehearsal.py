@@ -58,6 +58,7 @@ CIFAR10_NOTEBOOKS = {"02_pooling", "03_fully_connected", "01_alexnet", "02_effic
 PRETRAINED = {  # notebook: (torchvision weights, torchvision's constructor)
     "01_alexnet": (tvm.AlexNet_Weights.IMAGENET1K_V1, tvm.alexnet),
     "02_efficientnetv2": (tvm.EfficientNet_V2_S_Weights.IMAGENET1K_V1, tvm.efficientnet_v2_s),
+    "02_encoder_and_attention": (tvm.ViT_B_16_Weights.IMAGENET1K_V1, tvm.vit_b_16),
     "03_experiments": (tvm.ViT_B_16_Weights.IMAGENET1K_V1, tvm.vit_b_16),
 }
 DATASET_LINE = re.compile(r'^DATASET = "digits"', re.MULTILINE)
@@ -211,7 +212,7 @@ def test_a_mismatching_cached_state_dict_makes_each_pretrained_cell_raise(tmp_pa
         torch.save({"features.0.weight": torch.zeros(3)}, hub_checkpoint(torch_home, weights))
     env = {**os.environ, "TORCH_HOME": str(torch_home), "LABCODE_QUICK": "1"}
     env.pop("LABCODE_PRETRAINED", None)
-    # The three notebooks' cells in one kernel (one start instead of three); errors recorded.
+    # The notebooks' cells in one kernel (one start instead of one per notebook); errors recorded.
     cells = [nbformat.v4.new_code_cell(cell.source) for stem in sorted(PRETRAINED)   # fresh ids
              for cell in pretrained_cells(next(p for p in TEACHING if p.stem == stem))]
     nb = nbformat.v4.new_notebook(cells=cells)
