@@ -172,9 +172,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.manual_seed(0)
+    # Like with like: full float32 on both sides. On CUDA, cuDNN's convolutions would
+    # otherwise use TF32 (torch's default for them: 10-bit mantissas), our matrix
+    # products full float32 (torch's default for matmul).
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
     load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     print(f"torch {torch.__version__}, {_device_name(device)}, {torch.get_num_threads()} threads"
-          f"{load}, {args.clock} clock, median of {args.repeats}, forward + backward\n")
+          f"{load}, {args.clock} clock, median of {args.repeats}, forward + backward, "
+          f"float32 (no TF32)\n")
     header = (f"{'layer':34} {'shape':38} {'torch ms':>9} {'ours ms':>9} {'forward':>8} "
               f"{'ours/torch':>10}")
     print(header)
