@@ -5,8 +5,13 @@ layer shapes taken from AlexNet (Krizhevsky et al. 2012), EfficientNetV2 (Tan & 
 2021) and the Vision Transformer (Dosovitskiy et al. 2021), scaled down so that the
 whole run takes a minute or two on two CPU cores. The two implementations alternate
 within one run (same machine state, same noise), each case is repeated, and the
-table reports medians and the ratio ours / torch, with the geometric mean of the
-ratios at the end. Nothing is asserted: timings are information, not tests.
+table reports medians (or, with `--stat min`, the fastest repeat) and the ratio
+ours / torch, with the geometric mean of the ratios at the end. Nothing is asserted:
+timings are information, not tests.
+
+The fastest repeat is the steadier figure on a virtual machine whose cores other jobs
+share: a slow repeat is slow because of them, and it falls on either side at random
+(torch's own strided depthwise layer took 2.3 ms in one run and 5.8 ms in the next).
 
 On a machine shared with other jobs, wall time measures the queue for the cores as
 much as the code; `--clock cpu` times the CPU seconds this process used instead (with
@@ -14,7 +19,8 @@ much as the code; `--clock cpu` times the CPU seconds this process used instead 
 comparing two implementations of the same operation.
 
     python benchmarks/layers.py [--repeats 15] [--device cpu] [--scale 1.0]
-                                [--clock wall|cpu] [--threads N] [--only depthwise]
+                                [--clock wall|cpu] [--stat median|min] [--threads N]
+                                [--only depthwise]
 """
 from __future__ import annotations
 
@@ -162,6 +168,8 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="batch size multiplier")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall time, or CPU time of this process (CPU device only)")
+    parser.add_argument("--stat", choices=("median", "min"), default="median",
+                        help="summarise the repeats by their median or by the fastest")
     parser.add_argument("--threads", type=int, default=None, help="torch's CPU threads")
     parser.add_argument("--only", default="", help="run the rows whose name contains this")
     args = parser.parse_args()
@@ -179,7 +187,7 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     print(f"torch {torch.__version__}, {_device_name(device)}, {torch.get_num_threads()} threads"
-          f"{load}, {args.clock} clock, median of {args.repeats}, forward + backward, "
+          f"{load}, {args.clock} clock, {args.stat} of {args.repeats}, forward + backward, "
           f"float32 (no TF32)\n")
     header = (f"{'layer':34} {'shape':38} {'torch ms':>9} {'ours ms':>9} {'forward':>8} "
               f"{'ours/torch':>10}")
@@ -197,8 +205,9 @@ def main() -> None:
         for _ in range(args.repeats):  # alternate, so both see the same machine state
             times["ours"].append(step(case.ours, inputs, grad, clock))
             times["torch"].append(step(case.theirs, inputs, grad, clock))
-        ours = [statistics.median(t) for t in zip(*times["ours"])]  # (forward, total)
-        theirs = [statistics.median(t) for t in zip(*times["torch"])]
+        summary = statistics.median if args.stat == "median" else min
+        ours = [summary(t) for t in zip(*times["ours"])]  # (forward, total)
+        theirs = [summary(t) for t in zip(*times["torch"])]
         ratios.append(ours[1] / theirs[1])
         forward_ratios.append(ours[0] / theirs[0])
         print(f"{case.name:34} {case.shapes:38} {theirs[1] * 1e3:9.2f} {ours[1] * 1e3:9.2f} "
