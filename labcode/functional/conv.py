@@ -461,9 +461,10 @@ class _DepthwiseConv(torch.autograd.Function):
         if need_x:
             if ctx.dense:  # one strided write per phase (5x faster than one 6-d copy here),
                 # every pixel's phase written whole, so gx needed no zeros beforehand
+                gx_phases = _phases(gx, stride)
                 for a in range(stride[0]):
                     for b in range(stride[1]):
-                        _phases(gx, stride)[:, a, b] = sums[:, a, b]
+                        gx_phases[:, a, b] = sums[:, a, b]
             gx = gx[:, :, :h, :w]
             grad_x = gx if o == c else gx.reshape(n, c, o // c, h, w).sum(2)
             grad_x = _in_layout(grad_x, ctx.layout)
